@@ -1,0 +1,3 @@
+from lmtool.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Errors a user can fix: one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_REQUEUE = 3  # a checkpoint was saved after a preemption signal: requeue the job
+EXIT_INTERRUPTED = 130
+
+
+class LmtoolError(Exception):
+    """A problem with the user's config or input; printed as `error: <message>`, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(LmtoolError):
+    """A config value is wrong; the message names the dotted key and, where known, file and line."""
+
+    def __init__(
+        self,
+        key: str,
+        problem: str,
+        *,
+        value: object = None,
+        has_value: bool = True,
+        hint: str | None = None,
+        location: str | None = None,
+    ):
+        self.key = key
+        parts = [f"{key}: {problem}" if key else problem]
+        if has_value:
+            parts.append(f"(got {short_repr(value)})")
+        if hint:
+            parts.append(f"- {hint}")
+        if location:
+            parts.append(f"[{location}]")
+        super().__init__(" ".join(parts))
+
+
+class TrainingStopped(LmtoolError):
+    """Training cannot go on (e.g. repeated non-finite losses); the last good checkpoint is kept."""
+
+
+class Preempted(Exception):
+    """A signal asked the run to stop; a checkpoint was saved and the job may be requeued."""
+
+    exit_code = EXIT_REQUEUE
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
