@@ -33,12 +33,21 @@ class LogFormat(str, Enum):
     plain = "plain"
     json = "json"
 
+
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False, metavar="CONFIG")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value: key.path=value (repeatable).", show_default=False),
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config value: key.path=value (repeatable).",
+        show_default=False,
+    ),
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output directory instead of refusing.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output directory instead of refusing.")
+]
 
 
 def _version(value: bool) -> None:
@@ -49,10 +58,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="stderr log style: auto (rich on a TTY), plain, or json lines.")] = LogFormat.auto,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", help="stderr log style: auto (rich on a TTY), plain, or json lines."),
+    ] = LogFormat.auto,
 ) -> None:
     """Pretrain, fine-tune, evaluate and sample Hugging Face language models.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmtool.errors import ConfigError, LmtoolError
 
@@ -45,8 +45,12 @@ class Section(BaseModel):
 
 
 class RunConfig(Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; other values refer to it as ${run.name}.")
-    output_dir: str = Field("runs/${run.name}", description="Run directory: config, metrics.jsonl, checkpoints/, final/.")
+    name: str = Field(
+        "run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; other values refer to it as ${run.name}."
+    )
+    output_dir: str = Field(
+        "runs/${run.name}", description="Run directory: config, metrics.jsonl, checkpoints/, final/."
+    )
     seed: int = Field(1234, ge=0, description="Seed for model init, data order, masking and dropout.")
 
 
@@ -56,14 +60,25 @@ class RunConfig(Section):
 class SourceConfig(Section):
     """One input: a local path (file, directory or glob), a hub dataset, or a built-in corpus."""
 
-    path: str | None = Field(None, description="Local file, directory or glob (.txt .jsonl .json .csv .tsv .parquet, optionally .gz).")
+    path: str | None = Field(
+        None,
+        description="Local file, directory or glob (.txt .jsonl .json .csv .tsv .parquet, optionally .gz).",
+    )
     hf: str | None = Field(None, description="Hugging Face hub dataset name, e.g. wikitext (needs network).")
     name: str | None = Field(None, description="Hub dataset config name, e.g. wikitext-2-raw-v1.")
     split: str = Field("train", description="Hub dataset split to read.")
-    builtin: Literal["stdlib-docs"] | None = Field(None, description="Built-in corpus: stdlib-docs = docstrings of the installed Python standard library.")
-    format: Literal["auto", "text", "json", "csv", "tsv", "parquet"] = Field("auto", description="File format; auto = from the extension.")
+    builtin: Literal["stdlib-docs"] | None = Field(
+        None,
+        description="Built-in corpus: stdlib-docs = docstrings of the installed Python standard library.",
+    )
+    format: Literal["auto", "text", "json", "csv", "tsv", "parquet"] = Field(
+        "auto", description="File format; auto = from the extension."
+    )
     text_field: str = Field("text", description="Column holding the text in json/csv/tsv/parquet/hub data.")
-    doc_split: Literal["line", "paragraph", "file"] = Field("paragraph", description="How .txt files split into documents: per line, per blank-line-separated paragraph, or whole file.")
+    doc_split: Literal["line", "paragraph", "file"] = Field(
+        "paragraph",
+        description="How .txt files split into documents: per line, per blank-line-separated paragraph, or whole file.",
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceConfig:
@@ -76,38 +91,84 @@ class SourceConfig(Section):
 class CleanConfig(Section):
     normalize: Literal["none", "NFC", "NFKC"] = Field("NFC", description="Unicode normalisation form.")
     remove_control_chars: bool = Field(True, description="Drop control characters (keeps tab and newline).")
-    collapse_whitespace: bool = Field(True, description="Collapse runs of spaces/tabs to one space and strip ends.")
-    keep_linebreaks: bool = Field(True, description="Keep newlines inside a document when collapsing whitespace.")
-    min_chars: int = Field(1, ge=0, description="Drop documents shorter than this many characters (after cleaning).")
-    max_chars: int | None = Field(None, ge=1, description="Drop documents longer than this many characters (null = no limit).")
+    collapse_whitespace: bool = Field(
+        True, description="Collapse runs of spaces/tabs to one space and strip ends."
+    )
+    keep_linebreaks: bool = Field(
+        True, description="Keep newlines inside a document when collapsing whitespace."
+    )
+    min_chars: int = Field(
+        1, ge=0, description="Drop documents shorter than this many characters (after cleaning)."
+    )
+    max_chars: int | None = Field(
+        None, ge=1, description="Drop documents longer than this many characters (null = no limit)."
+    )
     dedupe: bool = Field(True, description="Drop exact duplicate documents (by content hash).")
 
 
 class DataConfig(Section):
     sources: list[SourceConfig] = Field(default_factory=list, description="Training text sources.")
-    validation_sources: list[SourceConfig] = Field(default_factory=list, description="Separate validation sources; if empty, a seeded validation_fraction of the documents is held out.")
-    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="Fraction of documents held out for validation when no validation_sources are given.")
-    processed_dir: str = Field("data/processed/${run.name}", description="Where `lmtool preprocess` writes train/, validation/, tokenizer/ and manifest.json.")
-    objective: Literal["clm", "mlm"] = Field("clm", description="clm: causal LM (documents joined with EOS); mlm: masked LM ([CLS] ... [SEP] blocks).")
+    validation_sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="Separate validation sources; if empty, a seeded validation_fraction of the documents is held out.",
+    )
+    validation_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of documents held out for validation when no validation_sources are given.",
+    )
+    processed_dir: str = Field(
+        "data/processed/${run.name}",
+        description="Where `lmtool preprocess` writes train/, validation/, tokenizer/ and manifest.json.",
+    )
+    objective: Literal["clm", "mlm"] = Field(
+        "clm",
+        description="clm: causal LM (documents joined with EOS); mlm: masked LM ([CLS] ... [SEP] blocks).",
+    )
     block_size: int = Field(256, ge=2, description="Tokens per training block.")
-    remainder: Literal["drop", "pad"] = Field("drop", description="Last partial block of each split: drop it, or pad it (padding is ignored by the loss).")
+    remainder: Literal["drop", "pad"] = Field(
+        "drop",
+        description="Last partial block of each split: drop it, or pad it (padding is ignored by the loss).",
+    )
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Text cleaning steps.")
-    encoding_errors: Literal["replace", "skip", "fail"] = Field("replace", description="Undecodable bytes: replace with U+FFFD, skip the document, or fail.")
-    num_proc: int | None = Field(None, ge=1, description="Tokenizer worker processes (null = number of CPU cores).")
-    streaming: bool | Literal["auto"] = Field("auto", description="Process without loading the corpus into memory; auto = when sources exceed streaming_threshold_mb.")
-    streaming_threshold_mb: int = Field(512, ge=1, description="Corpus size above which streaming: auto switches streaming on.")
+    encoding_errors: Literal["replace", "skip", "fail"] = Field(
+        "replace", description="Undecodable bytes: replace with U+FFFD, skip the document, or fail."
+    )
+    num_proc: int | None = Field(
+        None, ge=1, description="Tokenizer worker processes (null = number of CPU cores)."
+    )
+    streaming: bool | Literal["auto"] = Field(
+        "auto",
+        description="Process without loading the corpus into memory; auto = when sources exceed streaming_threshold_mb.",
+    )
+    streaming_threshold_mb: int = Field(
+        512, ge=1, description="Corpus size above which streaming: auto switches streaming on."
+    )
 
 
 class TokenizerTrainConfig(Section):
-    type: Literal["auto", "bpe", "wordpiece"] = Field("auto", description="bpe: byte-level BPE with <|endoftext|> (GPT-2 style); wordpiece: [PAD] [UNK] [CLS] [SEP] [MASK] (BERT style); auto: bpe for clm, wordpiece for mlm.")
-    vocab_size: int = Field(8192, ge=64, le=1_000_000, description="Vocabulary size including special tokens.")
-    min_frequency: int = Field(2, ge=1, description="Minimum pair/word frequency for a merge or vocabulary entry.")
+    type: Literal["auto", "bpe", "wordpiece"] = Field(
+        "auto",
+        description="bpe: byte-level BPE with <|endoftext|> (GPT-2 style); wordpiece: [PAD] [UNK] [CLS] [SEP] [MASK] (BERT style); auto: bpe for clm, wordpiece for mlm.",
+    )
+    vocab_size: int = Field(
+        8192, ge=64, le=1_000_000, description="Vocabulary size including special tokens."
+    )
+    min_frequency: int = Field(
+        2, ge=1, description="Minimum pair/word frequency for a merge or vocabulary entry."
+    )
     lowercase: bool = Field(False, description="Lowercase text before WordPiece training (uncased BERT).")
 
 
 class TokenizerConfig(Section):
-    path: str | None = Field(None, description="Existing tokenizer: local directory or hub name. Mutually exclusive with train.")
-    train: TokenizerTrainConfig | None = Field(None, description="Train a new tokenizer on the cleaned training split (the default when path is not set).")
+    path: str | None = Field(
+        None, description="Existing tokenizer: local directory or hub name. Mutually exclusive with train."
+    )
+    train: TokenizerTrainConfig | None = Field(
+        None,
+        description="Train a new tokenizer on the cleaned training split (the default when path is not set).",
+    )
     trust_remote_code: bool = Field(False, description="Allow custom tokenizer code from the hub.")
 
     @model_validator(mode="after")
@@ -122,15 +183,41 @@ class TokenizerConfig(Section):
 # --------------------------------------------------------------------------- model
 
 
-COMMON_ARCHS = ("gpt2", "bert", "lstm", "llama", "roberta", "gpt_neox", "mistral", "qwen2", "distilbert", "opt")
+COMMON_ARCHS = (
+    "gpt2",
+    "bert",
+    "lstm",
+    "llama",
+    "roberta",
+    "gpt_neox",
+    "mistral",
+    "qwen2",
+    "distilbert",
+    "opt",
+)
 
 
 class ModelConfig(Section):
-    arch: str = Field("gpt2", description="gpt2 | bert | lstm | any transformers model_type (used when building from scratch).")
-    config: dict[str, Any] = Field(default_factory=dict, description="Overrides for the architecture's config, e.g. {n_layer: 6, n_embd: 384}.")
-    init_from: str | None = Field(None, description="Start from this checkpoint (local dir or hub name) instead of building from scratch.")
-    pad_vocab_multiple: int = Field(64, ge=1, description="Pad the vocabulary up to a multiple of this when building from scratch (faster matmuls).")
-    attention: Literal["auto", "sdpa", "eager"] = Field("auto", description="Attention kernel; auto = SDPA where the model supports it.")
+    arch: str = Field(
+        "gpt2",
+        description="gpt2 | bert | lstm | any transformers model_type (used when building from scratch).",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides for the architecture's config, e.g. {n_layer: 6, n_embd: 384}.",
+    )
+    init_from: str | None = Field(
+        None,
+        description="Start from this checkpoint (local dir or hub name) instead of building from scratch.",
+    )
+    pad_vocab_multiple: int = Field(
+        64,
+        ge=1,
+        description="Pad the vocabulary up to a multiple of this when building from scratch (faster matmuls).",
+    )
+    attention: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="Attention kernel; auto = SDPA where the model supports it."
+    )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 
 
@@ -153,9 +240,18 @@ def check_arch(arch: str) -> None:
 
 
 class MLMConfig(Section):
-    probability: float = Field(0.15, gt=0.0, lt=1.0, description="Fraction of non-special tokens selected for prediction.")
-    mask_fraction: float = Field(0.8, ge=0.0, le=1.0, description="Of the selected tokens, the fraction replaced by [MASK].")
-    random_fraction: float = Field(0.1, ge=0.0, le=1.0, description="Of the selected tokens, the fraction replaced by a random token (the rest are kept).")
+    probability: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Fraction of non-special tokens selected for prediction."
+    )
+    mask_fraction: float = Field(
+        0.8, ge=0.0, le=1.0, description="Of the selected tokens, the fraction replaced by [MASK]."
+    )
+    random_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Of the selected tokens, the fraction replaced by a random token (the rest are kept).",
+    )
     whole_word: bool = Field(False, description="Mask whole words (all sub-tokens of a word together).")
 
     @model_validator(mode="after")
@@ -167,30 +263,63 @@ class MLMConfig(Section):
 
 class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Sequences per device per micro-step.")
-    global_batch_size: int | None = Field(None, ge=1, description="Sequences per optimizer step across all devices (gradient accumulation fills the gap). Null = batch_size x devices.")
-    global_batch_tokens: int | None = Field(None, ge=1, description="Alternative to global_batch_size, in tokens (rounded to whole sequences).")
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences per optimizer step across all devices (gradient accumulation fills the gap). Null = batch_size x devices.",
+    )
+    global_batch_tokens: int | None = Field(
+        None, ge=1, description="Alternative to global_batch_size, in tokens (rounded to whole sequences)."
+    )
     lr: float = Field(6e-4, gt=0.0, description="Peak learning rate.")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Floor of the schedule as a fraction of lr.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup steps.")
-    weight_decay: float = Field(0.1, ge=0.0, description="AdamW weight decay (not applied to biases, norms, embeddings).")
+    weight_decay: float = Field(
+        0.1, ge=0.0, description="AdamW weight decay (not applied to biases, norms, embeddings)."
+    )
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
     eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
     grad_clip: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 = off).")
-    precision: Precision = Field("auto", description="auto: bf16 autocast where the device supports it (GPU, or CPU with AVX512-BF16/AMX), fp16 + GradScaler on older GPUs, else fp32.")
-    compile: bool | Literal["auto"] = Field("auto", description="torch.compile the model; auto = on when the run is long enough to repay the compile time.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    precision: Precision = Field(
+        "auto",
+        description="auto: bf16 autocast where the device supports it (GPU, or CPU with AVX512-BF16/AMX), fp16 + GradScaler on older GPUs, else fp32.",
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the model; auto = on when the run is long enough to repay the compile time.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass to save memory."
+    )
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     max_tokens: int | None = Field(None, ge=1, description="Stop after this many training tokens.")
-    epochs: float | None = Field(None, gt=0.0, description="Stop after this many passes over the data (default 1 when no other limit is set).")
-    eval_every: int = Field(500, ge=0, description="Evaluate on the validation split every N steps (0 = only at the end).")
-    eval_batches: int | None = Field(50, ge=1, description="Cap on validation batches per evaluation (null = whole split).")
+    epochs: float | None = Field(
+        None,
+        gt=0.0,
+        description="Stop after this many passes over the data (default 1 when no other limit is set).",
+    )
+    eval_every: int = Field(
+        500, ge=0, description="Evaluate on the validation split every N steps (0 = only at the end)."
+    )
+    eval_batches: int | None = Field(
+        50, ge=1, description="Cap on validation batches per evaluation (null = whole split)."
+    )
     log_every: int = Field(10, ge=1, description="Log training metrics every N steps.")
-    save_every: int = Field(1000, ge=0, description="Save a checkpoint every N steps (0 = only at the end and on signals).")
+    save_every: int = Field(
+        1000, ge=0, description="Save a checkpoint every N steps (0 = only at the end and on signals)."
+    )
     keep_last: int = Field(3, ge=1, description="Keep this many most recent checkpoints.")
     keep_best: bool = Field(False, description="Also keep the checkpoint with the best validation loss.")
-    resume: str = Field("auto", description="auto: continue from the latest complete checkpoint in output_dir; never: start fresh; or a checkpoint path.")
-    max_nonfinite: int = Field(5, ge=1, description="Stop with an error after this many non-finite losses in a row (each one skips its update).")
+    resume: str = Field(
+        "auto",
+        description="auto: continue from the latest complete checkpoint in output_dir; never: start fresh; or a checkpoint path.",
+    )
+    max_nonfinite: int = Field(
+        5,
+        ge=1,
+        description="Stop with an error after this many non-finite losses in a row (each one skips its update).",
+    )
     device: Device = Field("auto", description="Training device; auto = cuda if available, else cpu.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     mlm: MLMConfig = Field(default_factory=MLMConfig, description="Masking for the mlm objective.")
@@ -207,15 +336,29 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     model: str = Field("${run.output_dir}/final", description="Model directory to evaluate.")
-    data: str | None = Field(None, description="Processed data dir or a raw text/jsonl file (null = data.processed_dir).")
+    data: str | None = Field(
+        None, description="Processed data dir or a raw text/jsonl file (null = data.processed_dir)."
+    )
     split: str = Field("validation", description="Split of a processed data dir to evaluate.")
-    max_length: int | None = Field(None, ge=2, description="Window length for causal LM perplexity (null = the model's context).")
-    stride: int | None = Field(None, ge=1, description="Tokens the window moves each step (null = the window: no overlap).")
-    documents: Literal["concatenate", "separate"] = Field("concatenate", description="Score documents as one stream or each on its own.")
+    max_length: int | None = Field(
+        None, ge=2, description="Window length for causal LM perplexity (null = the model's context)."
+    )
+    stride: int | None = Field(
+        None, ge=1, description="Tokens the window moves each step (null = the window: no overlap)."
+    )
+    documents: Literal["concatenate", "separate"] = Field(
+        "concatenate", description="Score documents as one stream or each on its own."
+    )
     batch_size: int = Field(8, ge=1, description="Windows/sequences per forward pass.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many documents/blocks (quick checks).")
-    pseudo_perplexity: bool = Field(False, description="Masked LMs: also compute pseudo-perplexity (slow: one pass per token).")
-    mask_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Masked LMs: fraction of tokens masked for loss/accuracy.")
+    max_samples: int | None = Field(
+        None, ge=1, description="Evaluate at most this many documents/blocks (quick checks)."
+    )
+    pseudo_perplexity: bool = Field(
+        False, description="Masked LMs: also compute pseudo-perplexity (slow: one pass per token)."
+    )
+    mask_probability: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Masked LMs: fraction of tokens masked for loss/accuracy."
+    )
     seed: int = Field(0, ge=0, description="Seed for the evaluation mask.")
     precision: Precision = Field("fp32", description="Evaluation precision.")
     device: Device = Field("auto", description="Evaluation device.")
@@ -232,8 +375,12 @@ class GenerateConfig(Section):
     repetition_penalty: float = Field(1.0, gt=0.0, description="Penalty for repeating tokens (1.0 = none).")
     num_beams: int = Field(1, ge=1, description="Beam search width (1 = no beam search).")
     num_return_sequences: int = Field(1, ge=1, description="Samples per prompt.")
-    stop: list[str] = Field(default_factory=list, description="Stop strings: output is cut before the first one.")
-    seed: int | None = Field(None, ge=0, description="Seed; the same seed gives the same output (null = random).")
+    stop: list[str] = Field(
+        default_factory=list, description="Stop strings: output is cut before the first one."
+    )
+    seed: int | None = Field(
+        None, ge=0, description="Seed; the same seed gives the same output (null = random)."
+    )
     batch_size: int = Field(16, ge=1, description="Prompts per batch (left-padded, KV cache).")
     fill_mask_top_k: int = Field(5, ge=1, description="Masked LMs: candidates per mask token.")
     precision: Precision = Field("fp32", description="Generation precision.")
@@ -241,7 +388,10 @@ class GenerateConfig(Section):
 
 
 class LoggingConfig(Section):
-    tensorboard: bool = Field(False, description="Also write TensorBoard event files to <output_dir>/tensorboard (needs the tensorboard extra).")
+    tensorboard: bool = Field(
+        False,
+        description="Also write TensorBoard event files to <output_dir>/tensorboard (needs the tensorboard extra).",
+    )
 
 
 # --------------------------------------------------------------------------- root
@@ -256,7 +406,9 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    source_file: str | None = Field(None, exclude=True, description="File the config was read from (not part of the schema).")
+    source_file: str | None = Field(
+        None, exclude=True, description="File the config was read from (not part of the schema)."
+    )
 
 
 # =========================================================================== loading
@@ -356,7 +508,11 @@ def _set_path(raw: dict, keys: list[str], value: Any, item: str) -> None:
         if nxt is None:
             nxt = target[key] = {}
         elif not isinstance(nxt, dict | list):
-            raise ConfigError(".".join(keys[: depth + 1]), f"is a value, not a section, so --set {item!r} cannot go inside it", has_value=False)
+            raise ConfigError(
+                ".".join(keys[: depth + 1]),
+                f"is a value, not a section, so --set {item!r} cannot go inside it",
+                has_value=False,
+            )
         target = nxt
     last = keys[-1]
     if isinstance(target, list):
@@ -367,7 +523,11 @@ def _set_path(raw: dict, keys: list[str], value: Any, item: str) -> None:
 
 def _list_index(target: list, key: str, keys: list[str], item: str) -> int:
     if not key.isdigit() or int(key) >= len(target):
-        raise ConfigError(".".join(keys), f"is not an index of a list of {len(target)} items (from --set {item!r})", has_value=False)
+        raise ConfigError(
+            ".".join(keys),
+            f"is not an index of a list of {len(target)} items (from --set {item!r})",
+            has_value=False,
+        )
     return int(key)
 
 
@@ -422,7 +582,9 @@ def _config_error(err: dict, located: _Locator) -> ConfigError:
         return ConfigError(key, "is required", has_value=False, location=where)
     value = err.get("input")
     has_value = not isinstance(value, dict)
-    return ConfigError(key or "config", message[0].lower() + message[1:], value=value, has_value=has_value, location=where)
+    return ConfigError(
+        key or "config", message[0].lower() + message[1:], value=value, has_value=has_value, location=where
+    )
 
 
 def _strip_union_tags(loc: tuple) -> tuple:
@@ -442,7 +604,9 @@ def _strip_union_tags(loc: tuple) -> tuple:
 
 
 def _is_union_tag(part: str) -> bool:
-    return part in ("int", "float", "str", "bool", "none") or part.startswith(("literal[", "list[", "dict[", "tuple[", "function-"))
+    return part in ("int", "float", "str", "bool", "none") or part.startswith(
+        ("literal[", "list[", "dict[", "tuple[", "function-")
+    )
 
 
 def _section_type(annotation: Any) -> Any:
@@ -480,7 +644,12 @@ def _interpolate(data: dict, located: _Locator) -> dict:
         if ref.startswith("env:"):
             name = ref[4:]
             if name not in os.environ:
-                raise ConfigError(key, f"refers to environment variable {name}, which is not set", has_value=False, location=located.where(tuple(key.split("."))))
+                raise ConfigError(
+                    key,
+                    f"refers to environment variable {name}, which is not set",
+                    has_value=False,
+                    location=located.where(tuple(key.split("."))),
+                )
             return os.environ[name]
         if ref in seen:
             raise ConfigError(key, f"circular reference ${{{ref}}}", has_value=False)
@@ -491,7 +660,12 @@ def _interpolate(data: dict, located: _Locator) -> dict:
             elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
                 target = target[int(part)]
             else:
-                raise ConfigError(key, f"refers to ${{{ref}}}, which is not a config key", has_value=False, location=located.where(tuple(key.split("."))))
+                raise ConfigError(
+                    key,
+                    f"refers to ${{{ref}}}, which is not a config key",
+                    has_value=False,
+                    location=located.where(tuple(key.split("."))),
+                )
         if isinstance(target, dict | list):
             raise ConfigError(key, f"refers to ${{{ref}}}, which is a section, not a value", has_value=False)
         return resolve(target, ref, (*seen, ref)) if isinstance(target, str) else str(target)
@@ -526,7 +700,10 @@ def check_references(config: Config, *, need_sources: bool = True) -> None:
         check_arch(config.model.arch)
     from glob import glob
 
-    for field, sources in (("data.sources", config.data.sources), ("data.validation_sources", config.data.validation_sources)):
+    for field, sources in (
+        ("data.sources", config.data.sources),
+        ("data.validation_sources", config.data.validation_sources),
+    ):
         for i, source in enumerate(sources):
             if source.path is None:
                 continue
@@ -537,8 +714,11 @@ def check_references(config: Config, *, need_sources: bool = True) -> None:
             elif not os.path.exists(path):
                 raise ConfigError(f"{field}.{i}.path", "file or directory not found", value=source.path)
     if need_sources and not config.data.sources and not os.path.isdir(config.data.processed_dir):
-        raise ConfigError("data.sources", f"is empty and {config.data.processed_dir} does not exist: give at least one source", value=[])
+        raise ConfigError(
+            "data.sources",
+            f"is empty and {config.data.processed_dir} does not exist: give at least one source",
+            value=[],
+        )
     for key, name in (("tokenizer.path", config.tokenizer.path), ("model.init_from", config.model.init_from)):
         if name is not None and not os.path.exists(os.path.expanduser(name)) and not looks_like_hub_id(name):
             raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
-

@@ -21,9 +21,21 @@ class Result:
     stderr: str
 
 
-def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, env: dict | None = None, timeout: float = 600) -> Result:
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    input: str | None = None,
+    env: dict | None = None,
+    timeout: float = 600,
+) -> Result:
     """Run `python -m lmtool ARGS` in a subprocess and capture both streams."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(env or {}),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "lmtool", *args],
         cwd=cwd or ROOT,
@@ -49,7 +61,9 @@ def assert_usage_error(result: Result, *fragments: str) -> None:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present (it ships beside the project in CI, not in a user's clone)")
+        pytest.skip(
+            "../shared/data is not present (it ships beside the project in CI, not in a user's clone)"
+        )
     return SHARED_DATA
 
 

@@ -39,7 +39,10 @@ def test_show_applies_set_and_prints_parseable_yaml():
         ("train:\n  lr: [1\n", ["c.yaml:3", "invalid YAML"]),
         ("model:\n  arch: gpt3\n", ["model.arch:", "unknown architecture", "lstm"]),
         ("train:\n  batch_size: 0\n", ["train.batch_size:", "greater than or equal to 1"]),
-        ("data:\n  sources:\n    - {path: a.txt, hf: wikitext}\n", ["data.sources.0:", "exactly one of path, hf, builtin"]),
+        (
+            "data:\n  sources:\n    - {path: a.txt, hf: wikitext}\n",
+            ["data.sources.0:", "exactly one of path, hf, builtin"],
+        ),
     ],
 )
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, text, fragments):
@@ -52,15 +55,24 @@ def test_missing_config_file_exits_2():
 
 
 def test_set_on_unknown_key_exits_2():
-    assert_usage_error(run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.foo=1"), "train.foo", "unknown key", "--set")
+    assert_usage_error(
+        run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.foo=1"),
+        "train.foo",
+        "unknown key",
+        "--set",
+    )
 
 
 def test_set_without_equals_exits_2():
-    assert_usage_error(run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.lr"), "--set", "key.path=value")
+    assert_usage_error(
+        run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.lr"), "--set", "key.path=value"
+    )
 
 
 def test_validate_checks_named_paths(tmp_path):
-    result = run_cli("config", "validate", str(write(tmp_path, "data:\n  sources:\n    - path: /nonexistent/corpus.txt\n")))
+    result = run_cli(
+        "config", "validate", str(write(tmp_path, "data:\n  sources:\n    - path: /nonexistent/corpus.txt\n"))
+    )
     assert_usage_error(result, "data.sources.0.path", "not found")
 
 
@@ -73,14 +85,18 @@ def test_override_values_are_yaml_and_may_contain_equals(tmp_path):
     assert parse_override("train.lr=3e-4") == (["train", "lr"], 3e-4)
     assert parse_override("train.betas=[0.9, 0.99]") == (["train", "betas"], [0.9, 0.99])
     assert parse_override("train.resume=a=b") == (["train", "resume"], "a=b")
-    config = load_config(write(tmp_path, "run: {name: x}\n"), ["train.resume=ckpt=1", "model.config.n_layer=2"])
+    config = load_config(
+        write(tmp_path, "run: {name: x}\n"), ["train.resume=ckpt=1", "model.config.n_layer=2"]
+    )
     assert config.train.resume == "ckpt=1"
     assert config.model.config == {"n_layer": 2}
 
 
 def test_interpolation_and_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LMTOOL_TEST_ROOT", "/scratch")
-    config = load_config(write(tmp_path, "run:\n  name: exp1\n  output_dir: ${env:LMTOOL_TEST_ROOT}/${run.name}\n"))
+    config = load_config(
+        write(tmp_path, "run:\n  name: exp1\n  output_dir: ${env:LMTOOL_TEST_ROOT}/${run.name}\n")
+    )
     assert config.run.output_dir == "/scratch/exp1"
     assert config.evaluate.model == "/scratch/exp1/final"
     with pytest.raises(ConfigError, match="run.output_dir"):

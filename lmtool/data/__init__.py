@@ -1,0 +1,1 @@
+"""Data: reading sources, cleaning, tokenizers, packing, batching."""
