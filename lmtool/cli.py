@@ -115,6 +115,21 @@ def config_schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
+# --------------------------------------------------------------------------- pretrain
+
+
+@app.command("pretrain")
+def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Train a causal or masked LM from scratch (or continue one); print the final model directory.
+
+    Example: lmtool pretrain configs/quickstart.yaml --set train.max_steps=100
+    """
+    from lmtool.config import load_config
+    from lmtool.train.pretrain import run_pretrain
+
+    print(run_pretrain(load_config(config, set_ or []), overwrite=overwrite))
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -1,0 +1,1 @@
+"""The training engine and its parts: optimizer, checkpoints, precision, signals, metrics, distribution."""

@@ -1,0 +1,163 @@
+"""Where training metrics go (metrics.jsonl always, TensorBoard optionally) and how throughput and
+MFU (model FLOPs utilisation) are computed.
+
+MFU = achieved model FLOP/s / peak FLOP/s, with model FLOPs per token = 6N + 12·L·H·Q·T
+(PaLM appendix B): 6N for the forward and backward matmuls of N parameters, plus attention
+scores and values over T positions for L layers of H heads of size Q. N counts parameters that
+take part in matmuls: embedding tables only when tied to the output head. The peak comes from a
+table for known GPUs, or on CPU from a short matmul benchmark in the training dtype; on other
+devices there is no MFU rather than a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmtool import console
+
+# Dense bf16/fp16 tensor-core peaks (FLOP/s, no sparsity) by substring of the device name; most specific first.
+GPU_PEAK_BF16 = (
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H800", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("A10G", 70e12),
+    ("A10", 125e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
+    ("V100", 125e12),  # fp16 (no bf16)
+    ("T4", 65e12),  # fp16
+)
+
+
+class MetricsSink:
+    """Appends one JSON object per line to metrics.jsonl (and scalars to TensorBoard); rank 0 only."""
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+        self.path = Path(path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                console.warning(
+                    "logging.tensorboard is on but tensorboard is not installed (pip install 'lmtool[tensorboard]')"
+                )
+            else:
+                self._tb = SummaryWriter(str(tensorboard_dir))
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key != "step":
+                    self._tb.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def truncate_metrics(path: Path, after_step: int) -> None:
+    """Drop records past `after_step` (a resumed run rewrites them), so each step appears once."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= after_step:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def matmul_parameters(model: nn.Module) -> int:
+    """Parameters used in matmuls: all except embedding tables that are only looked up."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_weight = id(head.weight) if head is not None else None
+    lookup_only = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and id(m.weight) != head_weight
+    }
+    seen: set[int] = set()
+    total = 0
+    for param in model.parameters():
+        if id(param) not in seen and id(param) not in lookup_only:
+            seen.add(id(param))
+            total += param.numel()
+    return total
+
+
+def flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """6N + 12·L·H·Q·T; the attention term is zero for models without attention (the LSTM)."""
+    config = getattr(model, "config", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    attention = 0.0
+    if layers and heads and hidden:
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
+        attention = 12.0 * layers * heads * head_dim * seq_len
+    return 6.0 * matmul_parameters(model) + attention
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """Peak FLOP/s for MFU: the GPU table, a measured matmul peak on CPU, None when unknown."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, bf16 in GPU_PEAK_BF16:
+            if key in name:
+                return bf16 if dtype in (torch.bfloat16, torch.float16) else None
+        return None
+    if device.type == "cpu":
+        return measure_cpu_matmul_peak(dtype)
+    return None
+
+
+_CPU_PEAK: dict[torch.dtype, float] = {}
+
+
+def measure_cpu_matmul_peak(dtype: torch.dtype, seconds: float = 0.3, size: int = 1024) -> float:
+    """Best FLOP/s of square matmuls in `dtype` over ~`seconds` (measured once per process)."""
+    if dtype not in _CPU_PEAK:
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
+        torch.mm(a, b)  # warm-up
+        best = 0.0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * size**3 / (time.perf_counter() - start))
+        _CPU_PEAK[dtype] = best
+    return _CPU_PEAK[dtype]
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory: GPU allocator peak on CUDA, peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

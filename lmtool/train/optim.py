@@ -1,0 +1,70 @@
+"""AdamW with the usual pretraining parameter groups, and the warmup + decay learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmtool.config import TrainConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matmul weights only: not on biases, norm scales or embedding tables.
+
+    Decaying a LayerNorm gain or an embedding row pulls it toward zero for no regularising benefit
+    (GPT-2/BERT practice); a weight tied to an embedding counts as the embedding.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, seen = [], [], set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (no_decay if param.ndim < 2 or id(param) in embeddings else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; the fused kernel on CUDA (one launch for all parameters), the foreach path elsewhere."""
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        fused=fused or None,
+    )
+
+
+class WarmupDecay:
+    """Learning-rate multiplier: linear warmup to 1, then cosine / linear decay to `floor` (or constant).
+
+    A class rather than a closure so that LambdaLR can save its settings in the scheduler state.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int, schedule: str, floor: float):
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.schedule = schedule
+        self.floor = floor
+
+    def __call__(self, step: int) -> float:
+        # LambdaLR asks for step 0 before the first update; step s is the lr used by update s + 1.
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.schedule == "constant":
+            return 1.0
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.schedule == "cosine" else 1.0 - progress
+        return self.floor + (1.0 - self.floor) * shape
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    fn = WarmupDecay(cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

@@ -1,0 +1,95 @@
+"""Device and numeric precision: what `train.device` and `train.precision: auto` turn into.
+
+auto = bf16 autocast (fp32 master weights) on CUDA GPUs with bf16 and on CPUs with native bf16
+matmuls (AVX512-BF16 or AMX), fp16 autocast + GradScaler on older GPUs, fp32 otherwise. On a CPU
+without bf16 instructions bf16 is emulated and slower than fp32, so auto keeps fp32 there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from lmtool.errors import ConfigError
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # bf16 | fp16 | fp32
+    device_type: str  # cpu | cuda | mps
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _DTYPES[self.name]
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the matmuls run in (what the MFU peak is measured or looked up for)."""
+        return self.autocast_dtype or torch.float32
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """`auto` = this process's GPU when CUDA is available, else CPU."""
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device", "CUDA is not available on this machine", value=choice)
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if choice == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device", "MPS is not available on this machine", value=choice)
+    return torch.device(choice)
+
+
+def resolve_precision(choice: str, device: torch.device) -> Precision:
+    if choice == "auto":
+        choice = _auto_precision(device)
+    if choice == "fp16" and device.type == "cpu":
+        raise ConfigError("train.precision", "fp16 needs a GPU; use bf16 or fp32 on CPU", value=choice)
+    if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision", "this GPU has no bf16 support; use fp16 or auto", value=choice)
+    return Precision(choice, device.type)
+
+
+def _auto_precision(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when /proc/cpuinfo lists native bf16 instructions (avx512_bf16 or amx_bf16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def enable_tf32(device: torch.device) -> None:
+    """TF32 matmuls and convolutions on NVIDIA GPUs (fp32 on CPU stays exact)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -1,0 +1,44 @@
+"""Preemption signals: SIGTERM, SIGUSR1 (SLURM's `--signal=USR1@120`) and SIGINT only set a flag.
+
+The engine looks at the flag at each step boundary (all ranks together), saves a checkpoint and
+raises `Preempted` (exit code 3: requeue me). A second SIGINT means "stop now": KeyboardInterrupt,
+exit code 130, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class StopRequest:
+    """Records the first stop signal; used as a context manager that installs and restores the handlers."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.signal_name == "SIGINT":
+            raise KeyboardInterrupt
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequest:
+        for sig in _SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals to the caller
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
