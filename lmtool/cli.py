@@ -115,19 +115,19 @@ def config_schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
-# --------------------------------------------------------------------------- pretrain
+# --------------------------------------------------------------------------- preprocess
 
 
-@app.command("pretrain")
-def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Train a causal or masked LM from scratch (or continue one); print the final model directory.
+@app.command("preprocess")
+def preprocess(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Clean and tokenize the data sources into packed blocks; print the processed directory.
 
-    Example: lmtool pretrain configs/quickstart.yaml --set train.max_steps=100
+    Example: lmtool preprocess configs/quickstart.yaml --set data.block_size=256
     """
     from lmtool.config import load_config
-    from lmtool.train.pretrain import run_pretrain
+    from lmtool.data.preprocess import run_preprocess
 
-    print(run_pretrain(load_config(config, set_ or []), overwrite=overwrite))
+    print(run_preprocess(load_config(config, set_ or []), overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- evaluate / generate
@@ -299,6 +299,21 @@ def generate(
                             num_return_sequences=num_return_sequences, stop=stops, seed=seed, batch_size=batch_size,
                             fill_mask_top_k=top_k_fill, format=output_format)  # fmt: skip
     run_generate(load_config(config, [*(set_ or []), *flags]).generate, prompts or [], file)
+
+
+# --------------------------------------------------------------------------- pretrain
+
+
+@app.command("pretrain")
+def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Train a causal or masked LM from scratch (or continue one); print the final model directory.
+
+    Example: lmtool pretrain configs/quickstart.yaml --set train.max_steps=100
+    """
+    from lmtool.config import load_config
+    from lmtool.train.pretrain import run_pretrain
+
+    print(run_pretrain(load_config(config, set_ or []), overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -118,6 +118,11 @@ class DataConfig(Section):
         lt=1.0,
         description="Fraction of documents held out for validation when no validation_sources are given.",
     )
+    seed: int = Field(
+        1234,
+        ge=0,
+        description="Seed of the validation hold-out (kept apart from run.seed, so a new training seed reuses the processed data).",
+    )
     processed_dir: str = Field(
         "data/processed/${run.name}",
         description="Where `lmtool preprocess` writes train/, validation/, tokenizer/ and manifest.json.",
@@ -136,11 +141,13 @@ class DataConfig(Section):
         "replace", description="Undecodable bytes: replace with U+FFFD, skip the document, or fail."
     )
     num_proc: int | None = Field(
-        None, ge=1, description="Tokenizer worker processes (null = number of CPU cores)."
+        None,
+        ge=1,
+        description="Tokenizer worker processes (null = one per CPU core on large corpora, else one; one process already uses every core through the Rust tokenizer's threads).",
     )
     streaming: bool | Literal["auto"] = Field(
         "auto",
-        description="Process without loading the corpus into memory; auto = when sources exceed streaming_threshold_mb.",
+        description="Read sources as streams instead of first converting them to Arrow (hub datasets: stream instead of download); auto = when local sources exceed streaming_threshold_mb.",
     )
     streaming_threshold_mb: int = Field(
         512, ge=1, description="Corpus size above which streaming: auto switches streaming on."

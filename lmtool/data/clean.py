@@ -1,0 +1,99 @@
+"""Document cleaning: normalise, strip control characters, collapse whitespace, filter, de-duplicate.
+
+Every document read is either kept or dropped for exactly one named reason, so the counts in
+the manifest add up: read = kept + sum(dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lmtool.config import CleanConfig
+
+REPLACEMENT = "\ufffd"  # what undecodable bytes became when the source was decoded with errors="replace"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 control characters except tab and newline
+_HSPACE = re.compile(r"[^\S\n]+")  # whitespace other than newline
+_AROUND_NEWLINE = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_ANY_SPACE = re.compile(r"\s+")
+
+
+@dataclass
+class CleanStats:
+    read: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    replaced: int = 0  # kept documents that contain replaced (undecodable) bytes
+
+    def as_dict(self) -> dict:
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "kept_with_replaced_bytes": self.replaced,
+        }
+
+
+class Cleaner:
+    """Call it on each raw document, in order: returns the cleaned text, or None if dropped.
+
+    De-duplication keeps an 8-byte hash per kept document (about 60 bytes of memory each).
+    """
+
+    def __init__(self, config: CleanConfig, encoding_errors: str = "replace"):
+        self.config = config
+        self.skip_undecodable = encoding_errors == "skip"
+        self.stats = CleanStats()
+        self._seen: set[bytes] = set()
+
+    def __call__(self, text: str | None) -> str | None:
+        self.stats.read += 1
+        reason = None
+        if text is None:
+            reason = "empty"
+        elif self.skip_undecodable and REPLACEMENT in text:
+            reason = "undecodable"
+        else:
+            text = self.normalize(text)
+            reason = self._filter(text)
+        if reason is not None:
+            self.stats.dropped[reason] += 1
+            return None
+        self.stats.kept += 1
+        if REPLACEMENT in text:
+            self.stats.replaced += 1
+        return text
+
+    def normalize(self, text: str) -> str:
+        cfg = self.config
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if cfg.normalize != "none":
+            text = unicodedata.normalize(cfg.normalize, text)
+        if cfg.remove_control_chars:
+            text = _CONTROL.sub("", text)
+        if cfg.collapse_whitespace:
+            if cfg.keep_linebreaks:
+                text = _BLANK_LINES.sub("\n\n", _AROUND_NEWLINE.sub("\n", _HSPACE.sub(" ", text)))
+            else:
+                text = _ANY_SPACE.sub(" ", text)
+            text = text.strip()
+        return text
+
+    def _filter(self, text: str) -> str | None:
+        cfg = self.config
+        if not text.strip():
+            return "empty"
+        if len(text) < cfg.min_chars:
+            return "too_short"
+        if cfg.max_chars is not None and len(text) > cfg.max_chars:
+            return "too_long"
+        if cfg.dedupe:
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            if digest in self._seen:
+                return "duplicate"
+            self._seen.add(digest)
+        return None

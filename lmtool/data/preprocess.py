@@ -1,0 +1,434 @@
+"""`lmtool preprocess`: sources → cleaned documents → tokenizer → token blocks on disk, cached by content.
+
+Stages (each streams through files on disk, so memory does not grow with the corpus):
+read + clean + split (one pass, documents written to an Arrow file) → train or load the tokenizer
+→ tokenize (`Dataset.map`, batched, `num_proc` processes) → pack into blocks → `save_to_disk`.
+Everything is written under a temporary sibling directory that is renamed to `processed_dir`
+only when complete, so an interrupted run never leaves a directory that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmtool import __version__, console
+from lmtool.config import Config
+from lmtool.data import sources as src
+from lmtool.data.clean import Cleaner
+from lmtool.data.pack import Packer, id_dtype
+from lmtool.data.tokenizer import (
+    encode_batch,
+    load_tokenizer,
+    tokenizer_fingerprint,
+    train_tokenizer,
+    train_type,
+)
+from lmtool.errors import ConfigError, LmtoolError
+
+SPLITS = ("train", "validation")
+MAX_SHARD_SIZE = "256MB"
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
+# Config keys that change how the work is done but not what it produces: left out of the cache key.
+NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb")
+
+
+@dataclass
+class SplitCounts:
+    documents: int = 0
+    characters: int = 0
+    bytes: int = 0
+    tokens: int = 0
+    blocks: int = 0
+    dropped_tokens: int = 0
+
+
+def run_preprocess(config: Config, overwrite: bool = False) -> Path:
+    """Write `data.processed_dir` (train/, validation/, tokenizer/, manifest.json) and return it.
+
+    A directory made from the same inputs is reused as is; one made from different inputs is
+    refused (exit 2) unless `overwrite`.
+    """
+    data = config.data
+    if not data.sources:
+        raise ConfigError("data.sources", "is empty: give at least one source", value=[])
+    train_sources = [src.resolve(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+    val_sources = [
+        src.resolve(s, f"data.validation_sources.{i}") for i, s in enumerate(data.validation_sources)
+    ]
+    key = content_key(config, train_sources + val_sources)
+    out = Path(os.path.expanduser(data.processed_dir))
+    if _up_to_date(out, key):
+        console.info(f"{out} is up to date (same sources and settings); nothing to do")
+        return out
+    _check_block_size(config)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+        raise LmtoolError(
+            f"{out} exists and was made from different sources or settings (or not by lmtool preprocess); "
+            "pass --overwrite to replace it or change data.processed_dir"
+        )
+    _quiet_datasets()
+    work = _work_dir(out)
+    try:
+        _build(config, train_sources, val_sources, work, key)
+        _install(work / "out", out, work / "old")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def content_key(config: Config, sources: list[src.Source]) -> str:
+    """Hash of everything the output depends on: data/tokenizer settings, source fingerprints,
+    tokenizer files and the lmtool version."""
+    settings = config.data.model_dump(mode="json", exclude=set(NOT_IN_KEY))
+    payload = {
+        "lmtool": __version__,
+        "data": settings,
+        "tokenizer": config.tokenizer.model_dump(mode="json"),
+        "tokenizer_files": tokenizer_fingerprint(config.tokenizer),
+        "sources": [src.fingerprint(s) for s in sources],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _up_to_date(out: Path, key: str) -> bool:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("key") == key and all((out / split).is_dir() for split in SPLITS)
+
+
+def _check_block_size(config: Config) -> None:
+    limit, where = model_positions(config)
+    if limit is not None and config.data.block_size > limit:
+        raise ConfigError(
+            "data.block_size",
+            f"is larger than the {limit} positions the model takes ({where})",
+            value=config.data.block_size,
+            hint="lower data.block_size or raise the model's positions in model.config",
+        )
+
+
+def model_positions(config: Config) -> tuple[int | None, str]:
+    """The longest sequence the configured model takes, and where that number comes from.
+    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded."""
+    model = config.model
+    for name in POSITION_KEYS:
+        value = model.config.get(name)
+        if isinstance(value, int):
+            return value, f"model.config.{name}"
+    if model.init_from is not None:
+        config_file = Path(os.path.expanduser(model.init_from)) / "config.json"
+        try:
+            saved = json.loads(config_file.read_text())
+        except (OSError, ValueError):
+            return None, ""
+        for name in POSITION_KEYS:
+            if isinstance(saved.get(name), int):
+                return saved[name], f"{config_file} {name}"
+        return None, ""
+    if model.arch == "lstm":
+        return None, ""
+    try:
+        from transformers import AutoConfig
+
+        defaults = AutoConfig.for_model(model.arch)
+    except (ValueError, KeyError):
+        return None, ""  # unknown arch: `config validate` and pretrain report it
+    for name in POSITION_KEYS:
+        value = getattr(defaults, name, None)
+        if isinstance(value, int):
+            return value, f"default {name} of model.arch {model.arch}"
+    return None, ""
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    datasets.utils.logging.set_verbosity_error()
+    if not _bars():
+        datasets.disable_progress_bars()
+
+
+def _bars() -> bool:
+    settings = console.settings
+    return (
+        settings.log_format == "auto"
+        and not settings.quiet
+        and sys.stderr.isatty()
+        and console.is_rank_zero()
+    )
+
+
+def _work_dir(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(
+            "data.processed_dir", f"cannot write there: {exc.strerror or exc}", value=str(out)
+        ) from None
+
+
+def _install(built: Path, out: Path, trash: Path) -> None:
+    """Put the finished directory in place; an existing one (only with --overwrite) is moved aside first."""
+    if out.exists():
+        out.rename(trash)
+    built.rename(out)
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> None:
+    data = config.data
+    scratch, out = work / "scratch", work / "out"
+    scratch.mkdir()
+    out.mkdir()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    streaming = _streaming(config, train_sources + val_sources)
+    counts = {split: SplitCounts() for split in SPLITS}
+    cleaner = Cleaner(data.clean, data.encoding_errors)
+    tick = time.perf_counter()
+    _read_and_clean(config, train_sources, val_sources, scratch, cleaner, counts, streaming)
+    timings["read_clean"] = time.perf_counter() - tick
+    if counts["train"].documents == 0:
+        stats = cleaner.stats
+        dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped.items())) or "none"
+        raise LmtoolError(
+            f"no training documents left after cleaning ({stats.read} read; dropped: {dropped}) - "
+            "check data.sources, their text_field/doc_split and data.clean"
+        )
+
+    tick = time.perf_counter()
+    tokenizer, tokenizer_info = _tokenizer(config, scratch)
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    timings["tokenizer"] = time.perf_counter() - tick
+
+    vocab = len(tokenizer)
+    dtype = id_dtype(vocab)
+    tick = time.perf_counter()
+    tokenized = {split: _tokenize(config, tokenizer, scratch, split, key) for split in SPLITS}
+    timings["tokenize"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    for split in SPLITS:
+        _pack_and_save(config, tokenizer, tokenized.pop(split), dtype, scratch, out / split, counts[split])
+    timings["pack_write"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - started
+
+    tokens = sum(c.tokens for c in counts.values())
+    manifest = {
+        "key": key,
+        "lmtool_version": __version__,
+        "objective": data.objective,
+        "block_size": data.block_size,
+        "remainder": data.remainder,
+        "vocab_size": vocab,
+        "dtype": dtype.name,
+        "streaming": streaming,
+        "tokenizer": tokenizer_info,
+        "sources": [s.label for s in train_sources],
+        "validation_sources": [s.label for s in val_sources],
+        "splits": {split: asdict(c) for split, c in counts.items()},
+        "cleaning": cleaner.stats.as_dict(),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "tokens_per_second": round(tokens / max(timings["total"], 1e-9), 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    train = counts["train"]
+    console.info(
+        f"preprocessed {train.documents} train / {counts['validation'].documents} validation documents into "
+        f"{train.blocks} + {counts['validation'].blocks} blocks of {data.block_size} tokens "
+        f"({tokens} tokens, {manifest['tokens_per_second']:.0f} tokens/s)"
+    )
+
+
+def _streaming(config: Config, sources: list[src.Source]) -> bool:
+    data = config.data
+    if data.streaming != "auto":
+        return bool(data.streaming)
+    size = src.local_bytes(sources)
+    on = size > data.streaming_threshold_mb * (1 << 20)
+    if on:
+        console.info(
+            f"sources hold {size / (1 << 20):.0f} MB (> data.streaming_threshold_mb): streaming them"
+        )
+    return on
+
+
+def _read_and_clean(
+    config, train_sources, val_sources, scratch: Path, cleaner: Cleaner, counts, streaming: bool
+) -> None:
+    """One pass over all sources: clean, de-duplicate, assign each document to a split, write it out."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    data = config.data
+    features = datasets.Features({"text": datasets.Value("string")})
+    hold_out = data.validation_fraction if not val_sources else 0.0
+    rng = random.Random(data.seed)
+    cache = scratch / "hf-cache"
+    writers = {
+        split: ArrowWriter(features=features, path=str(scratch / f"docs-{split}.arrow")) for split in SPLITS
+    }
+    with console.progress("reading", extra="documents") as bar:
+        for sources, default_split in ((train_sources, "train"), (val_sources, "validation")):
+            for source in sources:
+                for batch in src.iter_texts(
+                    source, streaming=streaming, encoding_errors=data.encoding_errors, cache_dir=cache
+                ):
+                    kept = {split: [] for split in SPLITS}
+                    for raw in batch:
+                        if not isinstance(raw, str | None):
+                            raise ConfigError(
+                                f"{source.key}.text_field",
+                                f"column holds {type(raw).__name__}, not text",
+                                value=source.config.text_field,
+                            )
+                        text = cleaner(raw)
+                        if text is None:
+                            continue
+                        split = "validation" if hold_out and rng.random() < hold_out else default_split
+                        kept[split].append(text)
+                        count = counts[split]
+                        count.documents += 1
+                        count.characters += len(text)
+                        count.bytes += len(text.encode("utf-8", "surrogatepass"))
+                    for split, texts in kept.items():
+                        if texts:
+                            writers[split].write_batch({"text": texts})
+                    bar.advance(len(batch))
+    for writer in writers.values():
+        writer.finalize()
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def _tokenizer(config: Config, scratch: Path):
+    """Train on the cleaned training documents, or load `tokenizer.path`."""
+    data, tok_cfg = config.data, config.tokenizer
+    limit, _ = model_positions(config)
+    if tok_cfg.train is None:
+        tokenizer = load_tokenizer(tok_cfg, data.objective)
+        if tokenizer.model_max_length < data.block_size:
+            console.warning(
+                f"tokenizer.path says its model takes {tokenizer.model_max_length} tokens; data.block_size is {data.block_size}"
+            )
+        return tokenizer, {"path": tok_cfg.path, "vocab_size": len(tokenizer)}
+    from datasets import Dataset
+
+    docs = Dataset.from_file(str(scratch / "docs-train.arrow"))
+    kind = train_type(tok_cfg.train, data.objective)
+    console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {len(docs)} documents")
+    texts = (text for batch in docs.iter(batch_size=1000) for text in batch["text"])
+    tokenizer = train_tokenizer(
+        tok_cfg.train,
+        data.objective,
+        texts,
+        length=len(docs),
+        model_max_length=limit or data.block_size,
+        show_progress=_bars(),
+    )
+    return tokenizer, {"trained": kind, "vocab_size": len(tokenizer)}
+
+
+def _tokenize_batch(batch: dict, tokenizer, separator: int) -> dict:
+    """Ids of each document followed by the separator (EOS for CLM, [SEP] for MLM)."""
+    return {"input_ids": [ids + [separator] for ids in encode_batch(tokenizer, batch["text"])]}
+
+
+def _tokenize(config: Config, tokenizer, scratch: Path, split: str, key: str):
+    import datasets
+
+    docs = datasets.Dataset.from_file(str(scratch / f"docs-{split}.arrow"))
+    separator = tokenizer.eos_token_id if config.data.objective == "clm" else tokenizer.sep_token_id
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
+    if len(docs) == 0:
+        return datasets.Dataset.from_dict({"input_ids": []}, features=features)
+    procs = _num_proc(config, len(docs))
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    if procs > 1:  # one Rust thread per worker process; also silences the fork-after-parallelism warning
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        return docs.map(
+            _tokenize_batch,
+            batched=True,
+            batch_size=1000,
+            num_proc=procs if procs > 1 else None,
+            remove_columns=["text"],
+            fn_kwargs={"tokenizer": tokenizer, "separator": separator},
+            features=features,
+            cache_file_name=str(scratch / f"tokens-{split}.arrow"),
+            new_fingerprint=f"{key[:32]}-{split}",
+            desc=f"tokenizing {split}",
+        )
+    finally:
+        if procs > 1:
+            if previous is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _num_proc(config: Config, documents: int) -> int:
+    """`data.num_proc` if set; else one process per core, but only when there is enough work to repay
+    starting them (a single process already uses all cores through the Rust tokenizer's threads)."""
+    if config.data.num_proc is not None:
+        return config.data.num_proc
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, documents // 50_000))
+
+
+def _pack_and_save(
+    config: Config, tokenizer, tokenized, dtype: np.dtype, scratch: Path, target: Path, counts: SplitCounts
+) -> None:
+    """Chunk the split's token stream into blocks, write them, then save the split with save_to_disk."""
+    import datasets
+    import pyarrow as pa
+    from datasets.arrow_writer import ArrowWriter
+
+    data = config.data
+    wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id) if data.objective == "mlm" else None
+    packer = Packer(data.block_size, dtype=dtype, remainder=data.remainder, wrap=wrap)
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
+    path = scratch / f"blocks-{target.name}.arrow"
+    writer = ArrowWriter(features=features, path=str(path))
+
+    def write(blocks: np.ndarray | list[np.ndarray]) -> None:
+        rows = list(blocks) if isinstance(blocks, list) else None
+        if rows is None:
+            if len(blocks) == 0:
+                return
+            offsets = np.arange(0, blocks.size + 1, blocks.shape[1], dtype=np.int32)
+            array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(blocks.ravel()))
+        else:
+            offsets = np.cumsum([0] + [len(r) for r in rows], dtype=np.int32)
+            array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(rows)))
+        writer.write_table(pa.table({"input_ids": array}))
+
+    with console.progress(f"packing {target.name}", total=len(tokenized)) as bar:
+        for table in tokenized.with_format("arrow").iter(batch_size=10_000):
+            column = table.column("input_ids").combine_chunks()
+            write(packer.add(column.flatten().to_numpy(zero_copy_only=False)))
+            bar.advance(table.num_rows)
+    last = packer.finish()
+    if last is not None:
+        write([last])
+    writer.finalize()
+    counts.tokens, counts.blocks, counts.dropped_tokens = packer.tokens, packer.blocks, packer.dropped_tokens
+    blocks = datasets.Dataset.from_file(str(path))
+    # An empty split still needs one (empty) shard, or load_from_disk fails on it.
+    shards = {"num_shards": 1} if len(blocks) == 0 else {"max_shard_size": MAX_SHARD_SIZE}
+    blocks.save_to_disk(str(target), **shards)
