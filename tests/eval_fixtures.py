@@ -151,3 +151,31 @@ def run_inproc(*args: str, input: str | None = None) -> Result:
         sys.stdin = old_stdin
         console.configure()
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def save_processed(path: Path, model_dir: Path, *, objective: str, block_size: int, texts: list[str]) -> Path:
+    """A processed data dir as `lmtool preprocess` lays it out, tokenized with the model's tokenizer:
+    validation/ blocks (documents joined with EOS, or [CLS] ... [SEP] blocks), tokenizer/, manifest.json."""
+    import json
+
+    import numpy as np
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if objective == "clm":
+        stream = np.concatenate([np.array(i + [tok.eos_token_id]) for i in ids])
+        blocks = stream[: len(stream) // block_size * block_size].reshape(-1, block_size)
+    else:
+        stream = np.concatenate([np.array(i + [tok.sep_token_id]) for i in ids])
+        inner = block_size - 2
+        body = stream[: len(stream) // inner * inner].reshape(-1, inner)
+        blocks = np.hstack(
+            [np.full((len(body), 1), tok.cls_token_id), body, np.full((len(body), 1), tok.sep_token_id)]
+        )
+    Dataset.from_dict({"input_ids": blocks.astype(np.uint16).tolist()}).save_to_disk(str(path / "validation"))
+    tok.save_pretrained(path / "tokenizer")
+    manifest = {"objective": objective, "block_size": block_size, "vocab_size": len(tok), "splits": {}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path

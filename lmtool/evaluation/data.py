@@ -1,0 +1,108 @@
+"""What `lmtool evaluate` scores: token rows from a processed data dir, or documents from a raw file.
+
+A processed dir is used as `lmtool preprocess` wrote it (its blocks are what the model trained on);
+raw text (.txt, .jsonl, ... as for `data.sources`) is tokenized with the model's own tokenizer,
+documents joined with EOS (causal) or packed into [CLS] ... [SEP] blocks (masked) as preprocess does.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmtool.config import EvaluateConfig, SourceConfig
+from lmtool.errors import ConfigError, LmtoolError
+
+
+@dataclass
+class EvalData:
+    """Token ids to score, grouped into documents (raw) or blocks (processed), and the text's UTF-8 bytes."""
+
+    rows: list[np.ndarray]
+    text_bytes: int
+    processed: bool  # rows are preprocess blocks (True) or one row per raw document (False)
+    label: str
+
+
+def is_processed_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> EvalData:
+    """The blocks of one split (the first `max_samples` of them), checked against the model's tokenizer."""
+    import datasets
+
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    objective = manifest.get("objective")
+    if objective is not None and (objective == "clm") != causal:
+        kind = "causal" if causal else "masked"
+        raise LmtoolError(
+            f"{path} holds {objective} data but the model is a {kind} LM: evaluate it on matching data"
+        )
+    vocab = manifest.get("vocab_size")
+    if vocab is not None and vocab != len(tokenizer):
+        raise LmtoolError(
+            f"{path} was tokenized with a different tokenizer (vocab {vocab}) than the model's ({len(tokenizer)}): "
+            "pass the raw text with --data FILE instead"
+        )
+    split_dir = path / cfg.split
+    if not split_dir.is_dir():
+        have = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != "tokenizer")
+        raise ConfigError(
+            "evaluate.split",
+            f"{path} has no such split (it has: {', '.join(have) or 'none'})",
+            value=cfg.split,
+        )
+    dataset = datasets.load_from_disk(str(split_dir))
+    if cfg.max_samples is not None:
+        dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
+    rows = [np.asarray(row, dtype=np.int64) for row in dataset.with_format("numpy")["input_ids"]]
+    if not rows:
+        raise LmtoolError(f"{split_dir} has no blocks to evaluate")
+    decoded = tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=True)
+    return EvalData(rows, sum(len(t.encode("utf-8")) for t in decoded), True, f"{path}:{cfg.split}")
+
+
+def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
+    """One row of token ids per document (no special tokens), read like a `data.sources` entry."""
+    import datasets
+
+    from lmtool.data import sources
+    from lmtool.data.tokenizer import encode_batch
+
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()  # building a throwaway cache of the file is not progress worth showing
+    source = sources.resolve(
+        SourceConfig(path=path, text_field=cfg.text_field, doc_split=cfg.doc_split), "evaluate.data"
+    )
+    texts: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="lmtool-eval-") as cache:
+        for batch in sources.iter_texts(
+            source, streaming=False, encoding_errors="replace", cache_dir=Path(cache)
+        ):
+            texts.extend(t for t in batch if t and t.strip())
+            if cfg.max_samples is not None and len(texts) >= cfg.max_samples:
+                texts = texts[: cfg.max_samples]
+                break
+    if not texts:
+        raise LmtoolError(f"evaluate.data: {path} has no text to evaluate")
+    rows = [np.asarray(ids, dtype=np.int64) for ids in encode_batch(tokenizer, texts)]
+    return EvalData(rows, sum(len(t.encode("utf-8")) for t in texts), False, path)
+
+
+def load_data(cfg: EvaluateConfig, default_dir: str, tokenizer, causal: bool) -> EvalData:
+    """`evaluate.data` (or the config's processed dir) as a processed dir or a raw text source."""
+    name = cfg.data or default_dir
+    path = Path(name).expanduser()
+    if is_processed_dir(path):
+        return load_processed(path, cfg, tokenizer, causal)
+    if not path.exists():
+        hint = (
+            "" if cfg.data else " (the default, data.processed_dir): run `lmtool preprocess` or pass --data"
+        )
+        raise ConfigError("evaluate.data", f"not found{hint}", value=name)
+    return load_raw(str(path), cfg, tokenizer)
