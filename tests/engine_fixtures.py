@@ -99,7 +99,14 @@ def make_processed_dir(
 
 
 def tiny_config(
-    tmp_path: Path, processed: Path, *, name: str = "cfg", objective: str = "clm", arch: str = "gpt2", **train
+    tmp_path: Path,
+    processed: Path,
+    *,
+    name: str = "cfg",
+    objective: str = "clm",
+    arch: str = "gpt2",
+    model_overrides: dict | None = None,
+    **train,
 ) -> Path:
     """A config for a 2-layer, 32-wide model on `processed`, fp32, no compile; `train` overrides train.*."""
     model_config = {
@@ -123,6 +130,7 @@ def tiny_config(
         },
         "lstm": {"num_layers": 2, "hidden_size": 32, "dropout": 0.0},
     }[arch]
+    model_config.update(model_overrides or {})
     block_size = json.loads((processed / "manifest.json").read_text())["block_size"]
     config = {
         "run": {"name": "tiny", "output_dir": str(tmp_path / "run"), "seed": 7},
