@@ -143,7 +143,7 @@ class DataConfig(Section):
     num_proc: int | None = Field(
         None,
         ge=1,
-        description="Tokenizer worker processes (null = one per CPU core on large corpora, else one; one process already uses every core through the Rust tokenizer's threads).",
+        description="Tokenizer worker processes, one Rust thread each (null = a single process, whose Rust tokenizer already spreads each batch over every core).",
     )
     streaming: bool | Literal["auto"] = Field(
         "auto",
@@ -369,9 +369,14 @@ class EvaluateConfig(Section):
     seed: int = Field(0, ge=0, description="Seed for the evaluation mask.")
     precision: Precision = Field("fp32", description="Evaluation precision.")
     device: Device = Field("auto", description="Evaluation device.")
-    output: str | None = Field(None, description="Where to write the result JSON (null = eval.json in the model directory).")
+    output: str | None = Field(
+        None, description="Where to write the result JSON (null = eval.json in the model directory)."
+    )
     text_field: str = Field("text", description="Field holding the text when data is a .jsonl file.")
-    doc_split: Literal["line", "paragraph", "file"] = Field("paragraph", description="How a raw .txt data file splits into documents: per line, per blank-line-separated paragraph, or whole file.")
+    doc_split: Literal["line", "paragraph", "file"] = Field(
+        "paragraph",
+        description="How a raw .txt data file splits into documents: per line, per blank-line-separated paragraph, or whole file.",
+    )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 
 
@@ -393,8 +398,14 @@ class GenerateConfig(Section):
     )
     batch_size: int = Field(16, ge=1, description="Prompts per batch (left-padded, KV cache).")
     fill_mask_top_k: int = Field(5, ge=1, description="Masked LMs: candidates per mask token.")
-    mode: Literal["auto", "generate", "fill-mask"] = Field("auto", description="generate: continue prompts (causal LMs); fill-mask: predict each mask token (masked LMs); auto: by the model type.")
-    format: Literal["auto", "text", "jsonl"] = Field("auto", description="stdout format: text (streamed as produced), jsonl (one JSON object per prompt x sample); auto: text on a terminal, jsonl otherwise.")
+    mode: Literal["auto", "generate", "fill-mask"] = Field(
+        "auto",
+        description="generate: continue prompts (causal LMs); fill-mask: predict each mask token (masked LMs); auto: by the model type.",
+    )
+    format: Literal["auto", "text", "jsonl"] = Field(
+        "auto",
+        description="stdout format: text (streamed as produced), jsonl (one JSON object per prompt x sample); auto: text on a terminal, jsonl otherwise.",
+    )
     precision: Precision = Field("fp32", description="Generation precision.")
     device: Device = Field("auto", description="Generation device.")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
@@ -403,9 +414,13 @@ class GenerateConfig(Section):
     def _sequences(self) -> GenerateConfig:
         if self.num_return_sequences > 1 and not self.do_sample:
             if self.num_beams == 1:
-                raise ValueError("num_return_sequences > 1 needs do_sample: true or num_beams > 1 (greedy decoding gives one sequence)")
+                raise ValueError(
+                    "num_return_sequences > 1 needs do_sample: true or num_beams > 1 (greedy decoding gives one sequence)"
+                )
             if self.num_return_sequences > self.num_beams:
-                raise ValueError(f"num_return_sequences ({self.num_return_sequences}) must be at most num_beams ({self.num_beams}) for beam search")
+                raise ValueError(
+                    f"num_return_sequences ({self.num_return_sequences}) must be at most num_beams ({self.num_beams}) for beam search"
+                )
         return self
 
 

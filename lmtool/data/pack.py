@@ -10,6 +10,8 @@ pads it at batch time and the loss ignores the padding).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -66,3 +68,77 @@ class Packer:
         left = np.full((rows, 1), cls_id, dtype=self.dtype)
         right = np.full((rows, 1), sep_id, dtype=self.dtype)
         return np.hstack([left, blocks, right])
+
+
+class BlockWriter:
+    """Writes blocks straight into a `save_to_disk` layout (Arrow shards + state.json + dataset_info.json),
+    starting a new shard past `max_shard_bytes`, so `datasets.load_from_disk(directory)` reads it
+    and no finished split is ever re-read or copied (the data never piles up in memory or page cache)."""
+
+    def __init__(self, directory: Path, dtype: np.dtype, max_shard_bytes: int = 256 << 20):
+        import datasets
+
+        self.directory = directory
+        self.features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
+        self.max_shard_bytes = max_shard_bytes
+        self.rows = 0
+        self._shards: list[Path] = []
+        self._writer = None
+        self._shard_bytes = 0
+        directory.mkdir(parents=True)
+
+    def write(self, blocks: np.ndarray | list[np.ndarray]) -> None:
+        """A 2-D array of equal blocks, or a list of 1-D blocks (the last, shorter one)."""
+        import pyarrow as pa
+
+        rows = list(blocks)
+        if not rows:
+            return
+        lengths = [len(r) for r in rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(rows)))
+        if self._writer is None or self._shard_bytes >= self.max_shard_bytes:
+            self._next_shard()
+        self._writer.write_table(pa.table({"input_ids": array}))
+        self._shard_bytes += array.nbytes
+        self.rows += len(rows)
+
+    def _next_shard(self) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        if self._writer is not None:
+            self._writer.finalize()
+        path = self.directory / f"shard-{len(self._shards):05d}.arrow"
+        self._shards.append(path)
+        self._writer = ArrowWriter(features=self.features, path=str(path))
+        self._shard_bytes = 0
+
+    def close(self, fingerprint: str) -> None:
+        """Finish the last shard and write the metadata `load_from_disk` reads."""
+        import dataclasses
+        import json
+
+        import datasets
+
+        if self._writer is None:  # an empty split still needs one (empty) shard
+            self._next_shard()
+        self._writer.finalize()
+        count = len(self._shards)
+        names = [f"data-{i:05d}-of-{count:05d}.arrow" for i in range(count)]
+        for path, name in zip(self._shards, names, strict=True):
+            path.rename(self.directory / name)
+        state = {
+            "_data_files": [{"filename": name} for name in names],
+            "_fingerprint": fingerprint,
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+            "_split": None,
+        }
+        (self.directory / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+        info = dataclasses.asdict(datasets.DatasetInfo(features=self.features))
+        (self.directory / "dataset_info.json").write_text(
+            json.dumps({k: info[k] for k in sorted(info)}, indent=2)
+        )

@@ -2,7 +2,8 @@
 
 Stages (each streams through files on disk, so memory does not grow with the corpus):
 read + clean + split (one pass, documents written to an Arrow file) → train or load the tokenizer
-→ tokenize (`Dataset.map`, batched, `num_proc` processes) → pack into blocks → `save_to_disk`.
+→ tokenize (batched in the Rust tokenizer, or in `num_proc` worker processes), pack into blocks and
+write them as `save_to_disk`-layout shards, in one pass per split.
 Everything is written under a temporary sibling directory that is renamed to `processed_dir`
 only when complete, so an interrupted run never leaves a directory that looks finished.
 """
@@ -17,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,9 +28,9 @@ from lmtool import __version__, console
 from lmtool.config import Config
 from lmtool.data import sources as src
 from lmtool.data.clean import Cleaner
-from lmtool.data.pack import Packer, id_dtype
+from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.tokenizer import (
-    encode_batch,
+    encoded_batches,
     load_tokenizer,
     tokenizer_fingerprint,
     train_tokenizer,
@@ -37,7 +39,6 @@ from lmtool.data.tokenizer import (
 from lmtool.errors import ConfigError, LmtoolError
 
 SPLITS = ("train", "validation")
-MAX_SHARD_SIZE = "256MB"
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb")
@@ -221,12 +222,11 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
     vocab = len(tokenizer)
     dtype = id_dtype(vocab)
     tick = time.perf_counter()
-    tokenized = {split: _tokenize(config, tokenizer, scratch, split, key) for split in SPLITS}
-    timings["tokenize"] = time.perf_counter() - tick
-    tick = time.perf_counter()
     for split in SPLITS:
-        _pack_and_save(config, tokenizer, tokenized.pop(split), dtype, scratch, out / split, counts[split])
-    timings["pack_write"] = time.perf_counter() - tick
+        _tokenize_and_pack(
+            config, tokenizer, scratch / f"docs-{split}.arrow", dtype, out / split, counts[split], key
+        )
+    timings["tokenize_pack_write"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
 
     tokens = sum(c.tokens for c in counts.values())
@@ -327,108 +327,56 @@ def _tokenizer(config: Config, scratch: Path):
                 f"tokenizer.path says its model takes {tokenizer.model_max_length} tokens; data.block_size is {data.block_size}"
             )
         return tokenizer, {"path": tok_cfg.path, "vocab_size": len(tokenizer)}
-    from datasets import Dataset
-
-    docs = Dataset.from_file(str(scratch / "docs-train.arrow"))
+    docs = scratch / "docs-train.arrow"
+    length = _count_rows(docs)
     kind = train_type(tok_cfg.train, data.objective)
-    console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {len(docs)} documents")
-    texts = (text for batch in docs.iter(batch_size=1000) for text in batch["text"])
+    console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {length} documents")
+    texts = (text for batch in _read_docs(docs) for text in batch)
     tokenizer = train_tokenizer(
         tok_cfg.train,
         data.objective,
         texts,
-        length=len(docs),
+        length=length,
         model_max_length=limit or data.block_size,
         show_progress=_bars(),
     )
     return tokenizer, {"trained": kind, "vocab_size": len(tokenizer)}
 
 
-def _tokenize_batch(batch: dict, tokenizer, separator: int) -> dict:
-    """Ids of each document followed by the separator (EOS for CLM, [SEP] for MLM)."""
-    return {"input_ids": [ids + [separator] for ids in encode_batch(tokenizer, batch["text"])]}
-
-
-def _tokenize(config: Config, tokenizer, scratch: Path, split: str, key: str):
-    import datasets
-
-    docs = datasets.Dataset.from_file(str(scratch / f"docs-{split}.arrow"))
-    separator = tokenizer.eos_token_id if config.data.objective == "clm" else tokenizer.sep_token_id
-    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-    if len(docs) == 0:
-        return datasets.Dataset.from_dict({"input_ids": []}, features=features)
-    procs = _num_proc(config, len(docs))
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    if procs > 1:  # one Rust thread per worker process; also silences the fork-after-parallelism warning
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        return docs.map(
-            _tokenize_batch,
-            batched=True,
-            batch_size=1000,
-            num_proc=procs if procs > 1 else None,
-            remove_columns=["text"],
-            fn_kwargs={"tokenizer": tokenizer, "separator": separator},
-            features=features,
-            cache_file_name=str(scratch / f"tokens-{split}.arrow"),
-            new_fingerprint=f"{key[:32]}-{split}",
-            desc=f"tokenizing {split}",
-        )
-    finally:
-        if procs > 1:
-            if previous is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = previous
-
-
-def _num_proc(config: Config, documents: int) -> int:
-    """`data.num_proc` if set; else one process per core, but only when there is enough work to repay
-    starting them (a single process already uses all cores through the Rust tokenizer's threads)."""
-    if config.data.num_proc is not None:
-        return config.data.num_proc
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, documents // 50_000))
-
-
-def _pack_and_save(
-    config: Config, tokenizer, tokenized, dtype: np.dtype, scratch: Path, target: Path, counts: SplitCounts
-) -> None:
-    """Chunk the split's token stream into blocks, write them, then save the split with save_to_disk."""
-    import datasets
+def _read_docs(path: Path) -> Iterator[list[str]]:
+    """Batches of documents from an Arrow stream file, read with plain reads (not memory-mapped), so
+    pages already processed do not accumulate in the resident set."""
     import pyarrow as pa
-    from datasets.arrow_writer import ArrowWriter
 
+    with pa.OSFile(str(path)) as handle:
+        for batch in pa.ipc.open_stream(handle):
+            yield batch.column(0).to_pylist()
+
+
+def _count_rows(path: Path) -> int:
+    import pyarrow as pa
+
+    with pa.OSFile(str(path)) as handle:
+        return sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
+
+
+def _tokenize_and_pack(
+    config: Config, tokenizer, docs: Path, dtype: np.dtype, target: Path, counts: SplitCounts, key: str
+) -> None:
+    """Tokenize a split's documents in batches (in `num_proc` processes), chunk the id stream into
+    blocks and write them in shards: one pass, memory bounded by a few batches."""
     data = config.data
-    wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id) if data.objective == "mlm" else None
+    objective = data.objective
+    separator = tokenizer.eos_token_id if objective == "clm" else tokenizer.sep_token_id
+    wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id) if objective == "mlm" else None
     packer = Packer(data.block_size, dtype=dtype, remainder=data.remainder, wrap=wrap)
-    features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
-    path = scratch / f"blocks-{target.name}.arrow"
-    writer = ArrowWriter(features=features, path=str(path))
-
-    def write(blocks: np.ndarray | list[np.ndarray]) -> None:
-        rows = list(blocks) if isinstance(blocks, list) else None
-        if rows is None:
-            if len(blocks) == 0:
-                return
-            offsets = np.arange(0, blocks.size + 1, blocks.shape[1], dtype=np.int32)
-            array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(blocks.ravel()))
-        else:
-            offsets = np.cumsum([0] + [len(r) for r in rows], dtype=np.int32)
-            array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(rows)))
-        writer.write_table(pa.table({"input_ids": array}))
-
-    with console.progress(f"packing {target.name}", total=len(tokenized)) as bar:
-        for table in tokenized.with_format("arrow").iter(batch_size=10_000):
-            column = table.column("input_ids").combine_chunks()
-            write(packer.add(column.flatten().to_numpy(zero_copy_only=False)))
-            bar.advance(table.num_rows)
+    writer = BlockWriter(target, dtype)
+    with console.progress(f"tokenizing {target.name}", total=counts.documents, extra="documents") as bar:
+        for ids, documents in encoded_batches(tokenizer, _read_docs(docs), separator, data.num_proc or 1):
+            writer.write(packer.add(ids))
+            bar.advance(documents)
     last = packer.finish()
     if last is not None:
-        write([last])
-    writer.finalize()
+        writer.write([last])
+    writer.close(fingerprint=f"{key[:16]}-{target.name}")
     counts.tokens, counts.blocks, counts.dropped_tokens = packer.tokens, packer.blocks, packer.dropped_tokens
-    blocks = datasets.Dataset.from_file(str(path))
-    # An empty split still needs one (empty) shard, or load_from_disk fails on it.
-    shards = {"num_shards": 1} if len(blocks) == 0 else {"max_shard_size": MAX_SHARD_SIZE}
-    blocks.save_to_disk(str(target), **shards)
