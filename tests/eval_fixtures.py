@@ -179,3 +179,31 @@ def save_processed(path: Path, model_dir: Path, *, objective: str, block_size: i
     manifest = {"objective": objective, "block_size": block_size, "vocab_size": len(tok), "splits": {}}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
+
+
+def save_lstm_model(path: Path) -> Path:
+    """lmtool's LSTM baseline (2 x 64) with the same byte-level BPE as the GPT-2 fixture."""
+    import torch
+
+    from lmtool.lstm import LstmConfig, LstmForCausalLM
+
+    tokenizer = _bpe_tokenizer()
+    torch.manual_seed(0)
+    eos = tokenizer.eos_token_id
+    config = LstmConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_layers=2,
+        initializer_range=0.3,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    model = LstmForCausalLM(config)
+    with torch.no_grad():  # trained biases: zero inputs (padding) then move the state, as in a real model
+        for name, param in model.lstm.named_parameters():
+            if "bias" in name:
+                param.uniform_(-1.0, 1.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, assert_usage_error
-from tests.eval_fixtures import run_inproc, save_causal_model, save_masked_model
+from tests.eval_fixtures import run_inproc, save_causal_model, save_lstm_model, save_masked_model
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,14 @@ def test_batched_equals_unbatched_for_greedy(causal_model_dir):
     batched = generate_jsonl(causal_model_dir, "--greedy", "-n", "10", "--batch-size", "16", *PROMPTS)
     single = generate_jsonl(causal_model_dir, "--greedy", "-n", "10", "--batch-size", "1", *PROMPTS)
     assert [r["prompt"] for r in batched] == PROMPTS
+    assert [r["text"] for r in batched] == [r["text"] for r in single]
+
+
+def test_lstm_batched_equals_unbatched(tmp_path):
+    """A recurrent model would carry left padding in its state: lmtool must not batch it blindly."""
+    model_dir = save_lstm_model(tmp_path / "lstm")
+    batched = generate_jsonl(model_dir, "--greedy", "-n", "8", "--batch-size", "16", *PROMPTS)
+    single = generate_jsonl(model_dir, "--greedy", "-n", "8", "--batch-size", "1", *PROMPTS)
     assert [r["text"] for r in batched] == [r["text"] for r in single]
 
 

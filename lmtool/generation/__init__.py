@@ -89,6 +89,11 @@ def _continue(loaded: Loaded, prompts: list[Prompt], batch_size: int, out: TextI
     seeded: int | None = None
     written = 0
     stream = as_text and all(p.settings.num_beams == 1 for p in prompts)
+    if not gen.pads_safely and batch_size > 1:
+        console.info(
+            f"{type(loaded.model).__name__} cannot hide left padding: generating one prompt at a time"
+        )
+        batch_size = 1
     with console.progress("generating", total=len(prompts)) as bar:
         for batch, settings in _batches(prompts, 1 if stream else batch_size):
             if settings.seed is not None and settings.seed != seeded:

@@ -18,6 +18,7 @@ from lmtool.config import GenerateConfig
 from lmtool.errors import LmtoolError
 from lmtool.generation.prompts import Prompt
 from lmtool.inference import Loaded
+from lmtool.lstm import LstmConfig
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Generator:
         self.pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
         self.start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.context = max_positions(loaded.model.config)
+        # Left padding is invisible only to attention models; a recurrent model's state would carry it.
+        self.pads_safely = loaded.model.config.model_type != LstmConfig.model_type
         self._warned_truncation = False
 
     def encode(self, texts: list[str], settings: GenerateConfig) -> list[list[int]]:
