@@ -313,7 +313,9 @@ def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
     from lmtool.config import load_config
     from lmtool.train.pretrain import run_pretrain
 
-    print(run_pretrain(load_config(config, set_ or []), overwrite=overwrite))
+    final = run_pretrain(load_config(config, set_ or []), overwrite=overwrite)
+    if console.is_rank_zero():
+        print(final)
 
 
 # --------------------------------------------------------------------------- entry point

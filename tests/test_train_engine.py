@@ -51,6 +51,7 @@ def test_clm_loss_falls_and_the_final_model_loads_in_plain_transformers(tmp_path
     assert sorted(evals) == [75, 150] and evals[150]["loss"] < evals[75]["loss"]
     assert evals[150]["perplexity"] < 8  # 41 words; the chain has ~1.2 choices per step
     assert {"lr", "grad_norm", "tokens_per_s", "memory_gb", "eta_s", "tokens"} <= set(train[150])
+    assert all(record["grad_norm"] > 0 for record in train.values())  # the norm clipping sees
     assert train[150]["tokens"] == 150 * 4 * 16
     assert (tmp_path / "run" / "config.yaml").exists()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [

@@ -131,6 +131,7 @@ class Trainer:
                     "train.gradient_checkpointing", f"is not supported by {type(model).__name__}", value=True
                 )
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.params = list(model.parameters())
         self.optimizer = build_optimizer(model, self.cfg, device)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
@@ -153,6 +154,7 @@ class Trainer:
         self._open_run_dir()
         self._announce()
         batches = iter(self._loader(state.samples_seen))
+        self.model.train()
         window = _Window(state)
         with (
             StopRequest() as stop,
@@ -193,7 +195,6 @@ class Trainer:
     def _accumulate(self, batches, stop_requested: bool) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
         summed over all ranks. Gradients are left as sums of per-token losses (scaled later)."""
-        self.model.train()
         local = torch.zeros(4, dtype=torch.float64, device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
@@ -214,11 +215,11 @@ class Trainer:
         """Average the summed gradients over all target tokens, clip, step; skip the update if non-finite."""
         state = self.state
         self.scaler.unscale_(self.optimizer)
-        grads = [p.grad for p in self.raw_model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.params if p.grad is not None]
         # DDP averaged over ranks; undo that and divide by the global number of target tokens.
         torch._foreach_mul_(grads, self.env.world_size / max(targets, 1))
         if self.cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         else:
             norm = torch.nn.utils.get_total_norm(grads)
         grad_norm = float(norm)
@@ -255,6 +256,9 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            generator=torch.Generator().manual_seed(
+                self.config.run.seed
+            ),  # keeps the global RNG (dropout) untouched
         )
 
     def _eval_batches(self):
@@ -284,6 +288,7 @@ class Trainer:
         with torch.no_grad(), self.precision.autocast():
             for batch in self._eval_batches():
                 evaluator.update(self.raw_model, batch)
+        self.raw_model.train()
         metrics = evaluator.compute()
         state = self.state
         if state.best_loss is None or metrics["loss"] < state.best_loss:
@@ -306,8 +311,7 @@ class Trainer:
                 line += f" | MFU {record['mfu']:.1%}"
             line += f" | mem {record['memory_gb']:.2f} GB | ETA {format_duration(record['eta_s'])}"
             bar.update(status=line)
-            if not console.settings.quiet:
-                console.info(line)
+            console.info(line)
 
     def _save(self) -> None:
         """Checkpoint (all ranks gather their RNG states; rank 0 writes), then apply retention."""

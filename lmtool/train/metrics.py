@@ -136,8 +136,11 @@ _CPU_PEAK: dict[torch.dtype, float] = {}
 def measure_cpu_matmul_peak(dtype: torch.dtype, seconds: float = 0.3, size: int = 1024) -> float:
     """Best FLOP/s of square matmuls in `dtype` over ~`seconds` (measured once per process)."""
     if dtype not in _CPU_PEAK:
-        a = torch.randn(size, size, dtype=dtype)
-        b = torch.randn(size, size, dtype=dtype)
+        gen = torch.Generator().manual_seed(
+            0
+        )  # not the global generator: a resumed run's RNG stream stays intact
+        a = torch.randn(size, size, generator=gen).to(dtype)
+        b = torch.randn(size, size, generator=gen).to(dtype)
         torch.mm(a, b)  # warm-up
         best = 0.0
         deadline = time.perf_counter() + seconds

@@ -36,6 +36,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
         betas=tuple(cfg.betas),
         eps=cfg.eps,
         fused=fused or None,
+        foreach=None if fused else True,
     )
 
 

@@ -99,7 +99,7 @@ def load_processed(processed: Path, config: Config):
             if made is not None and made != wanted:
                 raise ConfigError(
                     f"data.{key}",
-                    f"differs from the {made!r} that {processed} was preprocessed with; "
+                    f"{processed} was preprocessed with {made}; "
                     "run `lmtool preprocess --overwrite` with this config or point data.processed_dir elsewhere",
                     value=wanted,
                 )
