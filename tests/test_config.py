@@ -146,6 +146,10 @@ def test_schema_is_json_with_descriptions():
 def test_help_and_version():
     assert run_cli("--version").stdout.startswith("lmtool ")
     top = run_cli("--help").stdout
-    assert "config" in top
-    for sub in ("show", "validate", "schema"):
-        assert "Example:" in run_cli("config", sub, "--help").stdout
+    commands = ("preprocess", "pretrain", "evaluate", "generate")
+    for name in (*commands, "config"):
+        assert f"  {name} " in top
+    for args in [(name,) for name in commands] + [("config", sub) for sub in ("show", "validate", "schema")]:
+        page = run_cli(*args, "--help").stdout
+        assert "lmtool " in page.partition("Example:")[2], args
+        assert page.split("\n\n")[1].strip(), args  # the one-line description under Usage
