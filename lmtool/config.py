@@ -211,7 +211,7 @@ class ModelConfig(Section):
     )
     config: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides for the architecture's config, e.g. {n_layer: 6, n_embd: 384}.",
+        description="Overrides for the architecture's config, e.g. {n_layer: 6, n_embd: 384}. Built from scratch, models default to no dropout and GPT-2's tanh GELU as one fused kernel (gelu_pytorch_tanh) unless set here.",
     )
     init_from: str | None = Field(
         None,
@@ -294,7 +294,7 @@ class TrainConfig(Section):
     )
     compile: bool | Literal["auto"] = Field(
         "auto",
-        description="torch.compile the model; auto = on when the run is long enough to repay the compile time.",
+        description="torch.compile the model; auto = on for CUDA runs of at least 1000 steps (on CPU compiling does not pay off).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass to save memory."

@@ -100,7 +100,12 @@ def _config_from_scratch(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> Pre
         if tokenizer.eos_token_id is not None
         else tokenizer.sep_token_id,
     }
-    settings = {**{k: v for k, v in special.items() if k in known}, "vocab_size": vocab, **cfg.model.config}
+    settings = {
+        **{k: v for k, v in special.items() if k in known},
+        "vocab_size": vocab,
+        **scratch_defaults(config_class),
+        **cfg.model.config,
+    }
     try:
         return AutoConfig.for_model(model_type, **settings)
     except (TypeError, ValueError, StrictDataclassError) as exc:
@@ -110,6 +115,26 @@ def _config_from_scratch(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> Pre
             f"is not valid for {cfg.model.arch}: {' '.join(m.strip() for m in message)}",
             has_value=False,
         ) from None
+
+
+def scratch_defaults(config_class: type[PreTrainedConfig]) -> dict:
+    """Where pretraining from scratch departs from an architecture's published defaults (model.config wins):
+
+    - no dropout, as nanoGPT and litgpt pretrain: a single pass over a large corpus does not overfit,
+      and dropout costs ~25% of a CPU training step;
+    - GPT-2's tanh GELU (`gelu_new`) as PyTorch's fused kernel (`gelu_pytorch_tanh`): the same
+      formula in one operation instead of eight, ~10% of a CPU step.
+    """
+    defaults = config_class().to_dict()
+    settings: dict = {
+        key: 0.0
+        for key, value in defaults.items()
+        if ("dropout" in key or "pdrop" in key) and isinstance(value, float) and value > 0
+    }
+    for key in ("activation_function", "hidden_act"):
+        if defaults.get(key) == "gelu_new":
+            settings[key] = "gelu_pytorch_tanh"
+    return settings
 
 
 def _config_keys(config_class: type[PreTrainedConfig]) -> set[str]:

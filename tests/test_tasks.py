@@ -14,6 +14,7 @@ from lmtool.data.collate import IGNORE
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.models import build_model, count_parameters, is_causal_lm, load_model
 from lmtool.tasks import make_task
+from lmtool.tasks.clm import token_nll
 
 TEXT = [
     "the quick brown fox jumps over the lazy dog",
@@ -90,6 +91,27 @@ def test_clm_loss_matches_hf_loss_and_vocab_is_padded(bpe):
     reference = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
     assert torch.allclose(loss, reference, atol=1e-5)
     assert int(count) == 4 * 15
+
+
+def test_clm_nll_skips_padding_and_the_last_position():
+    logits = torch.randn(2, 5, 11)
+    labels = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, IGNORE, IGNORE]])
+    nll, count = token_nll(logits, labels)
+    reference = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    assert torch.allclose(nll, reference) and int(count) == 4 + 2
+
+
+def test_from_scratch_models_have_no_dropout_and_a_fused_gelu_unless_configured(bpe):
+    model = build_model(tiny("clm", "gpt2"), bpe)
+    assert (model.config.resid_pdrop, model.config.embd_pdrop, model.config.attn_pdrop) == (0.0, 0.0, 0.0)
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    chosen = tiny(
+        "clm", "gpt2", ["model.config.resid_pdrop=0.1", "model.config.activation_function=gelu_new"]
+    )
+    model = build_model(chosen, bpe)
+    assert model.config.resid_pdrop == 0.1 and model.config.activation_function == "gelu_new"
 
 
 def test_clm_collate_pads_short_rows_and_ignores_padding(bpe):

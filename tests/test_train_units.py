@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lmtool.config import TrainConfig
 from lmtool.errors import LmtoolError
 from lmtool.train import checkpoint
 from lmtool.train.data_order import OrderedView, RankBatches
+from lmtool.train.engine import COMPILE_MIN_STEPS, Plan, should_compile
 from lmtool.train.metrics import flops_per_token, matmul_parameters, truncate_metrics
 from lmtool.train.optim import WarmupDecay, build_optimizer, param_groups
 from lmtool.train.precision import cpu_has_bf16, resolve_precision
@@ -38,7 +40,7 @@ def test_no_weight_decay_on_biases_norms_and_embeddings():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert len(no_decay["params"]) == 4  # embedding, linear bias, norm weight and bias
     optimizer = build_optimizer(model, TrainConfig(), torch.device("cpu"))
-    assert optimizer.defaults["betas"] == (0.9, 0.95)
+    assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["fused"]
 
 
 def test_two_ranks_with_batch_b_see_what_one_process_with_2b_sees():
@@ -147,3 +149,17 @@ def test_precision_auto_on_cpu_follows_the_cpu_flags():
     assert resolve_precision("bf16", torch.device("cpu")).autocast_dtype == torch.bfloat16
     with pytest.raises(LmtoolError, match="fp16 needs a GPU"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_compile_auto_is_for_long_gpu_runs_only():
+    model = SimpleNamespace(config=SimpleNamespace(num_attention_heads=4))
+    long_run = Plan(
+        micro_batch=8, accumulation=1, global_batch=8, total_steps=COMPILE_MIN_STEPS, tokens_per_step=1
+    )
+    assert should_compile("auto", long_run, model, torch.device("cuda"))
+    assert not should_compile(
+        "auto", long_run, model, torch.device("cpu")
+    )  # no gain on CPU for the compile time
+    assert should_compile(True, long_run, model, torch.device("cpu"))
+    short_run = Plan(8, 1, 8, COMPILE_MIN_STEPS - 1, 1)
+    assert not should_compile("auto", short_run, model, torch.device("cuda"))

@@ -12,13 +12,14 @@ from lmtool.tasks.base import TokenLossEvaluator, model_inputs
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token NLL (position t predicts labels[t+1]) in fp32, and the number of scored tokens."""
-    shifted = labels[:, 1:]
+    """Summed next-token NLL (position t predicts labels[t+1]) in fp32, and the number of scored tokens.
+
+    The labels are shifted (the last position gets IGNORE), not the logits: slicing the full-vocabulary
+    logits would copy them, and its backward would fill and copy a gradient of the same size.
+    """
+    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     nll = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.size(-1)),
-        shifted.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
+        logits.float().reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
     return nll, (shifted != IGNORE).sum()
 

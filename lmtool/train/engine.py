@@ -35,7 +35,8 @@ from lmtool.train.optim import build_optimizer, build_scheduler
 from lmtool.train.precision import Precision
 from lmtool.train.signals import StopRequest
 
-COMPILE_MIN_STEPS = 1000  # train.compile: auto compiles runs at least this long (compiling costs ~30-60 s)
+# train.compile: auto compiles GPU runs at least this long (compiling costs ~30-60 s)
+COMPILE_MIN_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,14 @@ def make_plan(config: Config, n_train: int, world_size: int) -> Plan:
     return Plan(cfg.batch_size, global_batch // per_micro, global_batch, min(limits), tokens_per_step)
 
 
-def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module) -> bool:
-    """auto: only transformer runs of at least COMPILE_MIN_STEPS steps, where the compile time pays off."""
+def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module, device: torch.device) -> bool:
+    """auto: only transformer runs on CUDA of at least COMPILE_MIN_STEPS steps, where the compile time pays
+    off. On CPU the step is matmul-bound: compiling a 14M-parameter GPT-2 took 35-55 s on 2 cores and gained
+    0-6% per step over eager with the fused GELU."""
     if setting != "auto":
         return bool(setting)
     has_attention = getattr(model.config, "num_attention_heads", None) is not None
-    return has_attention and plan.total_steps >= COMPILE_MIN_STEPS
+    return device.type == "cuda" and has_attention and plan.total_steps >= COMPILE_MIN_STEPS
 
 
 class Trainer:
@@ -135,7 +138,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, self.cfg, device)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
-        self.compiled = should_compile(self.cfg.compile, self.plan, model)
+        self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.model = torch.compile(model) if self.compiled else model
         self.strategy = distributed.strategy_for(env)
         self.model = self.strategy.wrap(self.model, device)

@@ -126,7 +126,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
                 return bf16 if dtype in (torch.bfloat16, torch.float16) else None
         return None
     if device.type == "cpu":
-        return measure_cpu_matmul_peak(dtype)
+        if dtype not in _CPU_PEAK:  # measured once per process
+            _CPU_PEAK[dtype] = measure_cpu_matmul_peak(dtype)
+        return _CPU_PEAK[dtype]
     return None
 
 
@@ -134,22 +136,20 @@ _CPU_PEAK: dict[torch.dtype, float] = {}
 
 
 def measure_cpu_matmul_peak(dtype: torch.dtype, seconds: float = 0.3, size: int = 1024) -> float:
-    """Best FLOP/s of square matmuls in `dtype` over ~`seconds` (measured once per process)."""
-    if dtype not in _CPU_PEAK:
-        gen = torch.Generator().manual_seed(
-            0
-        )  # not the global generator: a resumed run's RNG stream stays intact
-        a = torch.randn(size, size, generator=gen).to(dtype)
-        b = torch.randn(size, size, generator=gen).to(dtype)
-        torch.mm(a, b)  # warm-up
-        best = 0.0
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            torch.mm(a, b)
-            best = max(best, 2 * size**3 / (time.perf_counter() - start))
-        _CPU_PEAK[dtype] = best
-    return _CPU_PEAK[dtype]
+    """Best FLOP/s of square matmuls in `dtype` over ~`seconds`."""
+    gen = torch.Generator().manual_seed(
+        0
+    )  # not the global generator: a resumed run's RNG stream stays intact
+    a = torch.randn(size, size, generator=gen).to(dtype)
+    b = torch.randn(size, size, generator=gen).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+    return best
 
 
 def memory_gb(device: torch.device) -> float:

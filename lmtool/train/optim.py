@@ -28,8 +28,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; the fused kernel on CUDA (one launch for all parameters), the foreach path elsewhere."""
-    fused = device.type == "cuda"
+    """AdamW; the fused kernel on CUDA and CPU (one pass over each parameter instead of one per
+    operation: ~10% of a CPU step for a 14M-parameter GPT-2), the foreach path elsewhere."""
+    fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
         lr=cfg.lr,

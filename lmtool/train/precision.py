@@ -8,6 +8,8 @@ without bf16 instructions bf16 is emulated and slower than fp32, so auto keeps f
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import platform
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -93,3 +95,21 @@ def enable_tf32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters from glibc's malloc.h
+
+
+def keep_cpu_memory(device: torch.device) -> None:
+    """On CPU with glibc, keep freed memory in the process instead of returning it to the OS.
+
+    glibc serves blocks over 32 MB (a batch's logits and their gradient) with fresh mmaps that the
+    kernel zero-fills page by page on every step, then unmaps them again; reusing the heap made a
+    14M-parameter GPT-2 step 5-7% faster on 2 cores (PyTorch's CPU tuning guide gets the same from
+    jemalloc or tcmalloc). The process keeps its peak memory, which training reaches every step anyway.
+    """
+    if device.type != "cpu" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)

@@ -14,7 +14,7 @@ from lmtool import console
 from lmtool.config import Config, ConfigError
 from lmtool.errors import LmtoolError, Preempted
 from lmtool.train import checkpoint, distributed
-from lmtool.train.precision import enable_tf32, resolve_device, resolve_precision
+from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_device, resolve_precision
 
 
 def run_pretrain(config: Config, *, overwrite: bool = False) -> Path:
@@ -51,6 +51,7 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
 
     precision = resolve_precision(config.train.precision, device)
     enable_tf32(device)
+    keep_cpu_memory(device)
     model = build_model(config, tokenizer)
     task = make_task(config.data.objective, tokenizer, seed=config.run.seed, mlm=config.train.mlm)
     _seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
