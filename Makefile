@@ -33,7 +33,7 @@ bench:
 
 quickstart:
 	$(BIN)/lmtool pretrain configs/quickstart.yaml
-	$(BIN)/lmtool generate --model runs/quickstart/final "def " "The "
+	$(BIN)/lmtool generate --model runs/quickstart/final --seed 0 "Return the" "This module"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs data/processed
