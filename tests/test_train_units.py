@@ -163,3 +163,14 @@ def test_compile_auto_is_for_long_gpu_runs_only():
     assert should_compile(True, long_run, model, torch.device("cpu"))
     short_run = Plan(8, 1, 8, COMPILE_MIN_STEPS - 1, 1)
     assert not should_compile("auto", short_run, model, torch.device("cuda"))
+
+
+def test_cpu_peak_remeasured_upwards_only(monkeypatch):
+    """A start-up peak taken on a busy machine is too low (MFU > 100%); a new measurement may only raise it."""
+    from lmtool.train import metrics
+
+    monkeypatch.setitem(metrics._CPU_PEAK, torch.float32, 1.0)
+    raised = metrics.remeasure_cpu_peak(torch.float32)
+    assert raised > 1.0 and metrics.peak_flops(torch.device("cpu"), torch.float32) == raised
+    monkeypatch.setitem(metrics._CPU_PEAK, torch.float32, 1e30)
+    assert metrics.remeasure_cpu_peak(torch.float32) == 1e30

@@ -29,6 +29,7 @@ from lmtool.train.metrics import (
     format_duration,
     memory_gb,
     peak_flops,
+    remeasure_cpu_peak,
     truncate_metrics,
 )
 from lmtool.train.optim import build_optimizer, build_scheduler
@@ -144,6 +145,7 @@ class Trainer:
         self.model = self.strategy.wrap(self.model, device)
         self.flops_per_token = flops_per_token(model, config.data.block_size)
         self.peak: float | None = None
+        self._remeasure_after = 0.0  # monotonic time before which the CPU peak is not measured again
         self.sink: MetricsSink | None = None
         self._saved_step: int | None = None
 
@@ -303,6 +305,10 @@ class Trainer:
     def _log_train(self, record: dict, bar) -> None:
         if self.peak and record["tokens_per_s"]:
             record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak
+            if record["mfu"] > 1.0 and self.device.type == "cpu" and time.monotonic() > self._remeasure_after:
+                self.peak = remeasure_cpu_peak(self.precision.compute_dtype)
+                self._remeasure_after = time.monotonic() + 60.0  # at most once a minute on a busy machine
+                record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
