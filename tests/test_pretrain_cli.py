@@ -92,9 +92,8 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed_from = checkpoint.latest_checkpoint(tmp_path / "run")
-    assert (
-        resumed_from.name == "step-00000900" and killed_at > 900
-    )  # between checkpoints: steps 901.. are redone
+    # Killed between checkpoints: steps 901.. are redone.
+    assert resumed_from.name == "step-00000900" and killed_at > 900
 
     result = run_cli("pretrain", str(config), env=ONE_THREAD)
     assert result.returncode == 0, result.stderr

@@ -195,9 +195,8 @@ def test_lstm_trains_saves_and_reloads(bpe, tmp_path):
     assert torch.equal(reloaded(batch["input_ids"]).logits, model(batch["input_ids"]).logits)
     assert type(AutoModelForCausalLM.from_pretrained(tmp_path)).__name__ == "LstmForCausalLM"
     embedding = reloaded.get_input_embeddings().weight.numel()
-    assert (
-        count_parameters(reloaded) - count_parameters(reloaded, exclude_embeddings=True) == embedding
-    )  # tied head counted once
+    # The tied head is counted once.
+    assert count_parameters(reloaded) - count_parameters(reloaded, exclude_embeddings=True) == embedding
 
 
 @pytest.mark.parametrize(

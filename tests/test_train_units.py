@@ -64,9 +64,8 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
     assert sorted(i for i, _ in epoch0) == list(range(10)) == sorted(i for i, _ in epoch1)
     assert [i for i, _ in epoch0] != [i for i, _ in epoch1]
     assert [sid for _, sid in epoch1] == [10 + i for i, _ in epoch1]  # sample_id = epoch * n + index
-    assert OrderedView(Rows(data), seed=3).locate(13) == view.locate(
-        13
-    )  # a fresh view (a resumed run) agrees
+    # A fresh view (a resumed run) agrees.
+    assert OrderedView(Rows(data), seed=3).locate(13) == view.locate(13)
     rows = view.__getitems__([13, 2])
     assert rows[0] == {"input_ids": [view.locate(13)[0]], "sample_id": view.locate(13)[1]}
 
@@ -157,9 +156,7 @@ def test_compile_auto_is_for_long_gpu_runs_only():
         micro_batch=8, accumulation=1, global_batch=8, total_steps=COMPILE_MIN_STEPS, tokens_per_step=1
     )
     assert should_compile("auto", long_run, model, torch.device("cuda"))
-    assert not should_compile(
-        "auto", long_run, model, torch.device("cpu")
-    )  # no gain on CPU for the compile time
+    assert not should_compile("auto", long_run, model, torch.device("cpu"))  # no gain on CPU
     assert should_compile(True, long_run, model, torch.device("cpu"))
     short_run = Plan(8, 1, 8, COMPILE_MIN_STEPS - 1, 1)
     assert not should_compile("auto", short_run, model, torch.device("cuda"))

@@ -29,9 +29,8 @@ FORMATS = {
     ".tsv": "tsv",
     ".parquet": "parquet",
 }
-HASH_CONTENT_BELOW = (
-    16 << 20
-)  # source files smaller than this are fingerprinted by content, larger by size + mtime
+# Source files smaller than this are fingerprinted by content, larger ones by size + mtime.
+HASH_CONTENT_BELOW = 16 << 20
 BATCH = 1000
 
 

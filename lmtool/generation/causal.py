@@ -181,9 +181,8 @@ class TextStream(BaseStreamer):
         cut = first_stop(text, self.stops)
         if cut is not None:
             text, final = text[:cut], True
-        upto = (
-            len(text) if final else len(text.rstrip("\ufffd")) - self.hold
-        )  # U+FFFD: a character still incomplete
+        # U+FFFD at the end: a character whose bytes have not all arrived yet.
+        upto = len(text) if final else len(text.rstrip("\ufffd")) - self.hold
         if upto > self.printed:
             self.write(text[self.printed : upto])
             self.printed = upto

@@ -261,9 +261,8 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
-            generator=torch.Generator().manual_seed(
-                self.config.run.seed
-            ),  # keeps the global RNG (dropout) untouched
+            # Its own generator, so that shuffling leaves the global RNG (dropout) untouched.
+            generator=torch.Generator().manual_seed(self.config.run.seed),
         )
 
     def _eval_batches(self):

@@ -144,9 +144,8 @@ def remeasure_cpu_peak(dtype: torch.dtype) -> float:
 
 def measure_cpu_matmul_peak(dtype: torch.dtype, seconds: float = 0.3, size: int = 1024) -> float:
     """Best FLOP/s of square matmuls in `dtype` over ~`seconds`."""
-    gen = torch.Generator().manual_seed(
-        0
-    )  # not the global generator: a resumed run's RNG stream stays intact
+    # Not the global generator: a resumed run's RNG stream stays intact.
+    gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(dtype)
     b = torch.randn(size, size, generator=gen).to(dtype)
     torch.mm(a, b)  # warm-up
