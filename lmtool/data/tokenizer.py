@@ -185,9 +185,8 @@ def encoded_batches(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = (
-        "false"  # set before forking: workers then stay single-threaded, quietly
-    )
+    # Set before forking: the workers then stay single-threaded, without the fork warning.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         with context.Pool(procs, initializer=_init_worker, initargs=(tokenizer, separator)) as pool:
             pending: deque = deque()
