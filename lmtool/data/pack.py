@@ -81,7 +81,6 @@ class BlockWriter:
         self.directory = directory
         self.features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
         self.max_shard_bytes = max_shard_bytes
-        self.rows = 0
         self._shards: list[Path] = []
         self._writer = None
         self._shard_bytes = 0
@@ -102,7 +101,6 @@ class BlockWriter:
             self._next_shard()
         self._writer.write_table(pa.table({"input_ids": array}))
         self._shard_bytes += array.nbytes
-        self.rows += len(rows)
 
     def _next_shard(self) -> None:
         from datasets.arrow_writer import ArrowWriter

@@ -215,7 +215,7 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
         )
 
     tick = time.perf_counter()
-    tokenizer, tokenizer_info = _tokenizer(config, scratch)
+    tokenizer, tokenizer_info = _tokenizer(config, scratch, counts["train"].documents)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     timings["tokenizer"] = time.perf_counter() - tick
 
@@ -316,8 +316,8 @@ def _read_and_clean(
     shutil.rmtree(cache, ignore_errors=True)
 
 
-def _tokenizer(config: Config, scratch: Path):
-    """Train on the cleaned training documents, or load `tokenizer.path`."""
+def _tokenizer(config: Config, scratch: Path, documents: int):
+    """Train on the `documents` cleaned training documents, or load `tokenizer.path`."""
     data, tok_cfg = config.data, config.tokenizer
     limit, _ = model_positions(config)
     if tok_cfg.train is None:
@@ -328,15 +328,14 @@ def _tokenizer(config: Config, scratch: Path):
             )
         return tokenizer, {"path": tok_cfg.path, "vocab_size": len(tokenizer)}
     docs = scratch / "docs-train.arrow"
-    length = _count_rows(docs)
     kind = train_type(tok_cfg.train, data.objective)
-    console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {length} documents")
+    console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {documents} documents")
     texts = (text for batch in _read_docs(docs) for text in batch)
     tokenizer = train_tokenizer(
         tok_cfg.train,
         data.objective,
         texts,
-        length=length,
+        length=documents,
         model_max_length=limit or data.block_size,
         show_progress=_bars(),
     )
@@ -351,13 +350,6 @@ def _read_docs(path: Path) -> Iterator[list[str]]:
     with pa.OSFile(str(path)) as handle:
         for batch in pa.ipc.open_stream(handle):
             yield batch.column(0).to_pylist()
-
-
-def _count_rows(path: Path) -> int:
-    import pyarrow as pa
-
-    with pa.OSFile(str(path)) as handle:
-        return sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
 
 
 def _tokenize_and_pack(

@@ -25,6 +25,7 @@ from lmtool.train import checkpoint, distributed
 from lmtool.train.data_order import OrderedView, RankBatches
 from lmtool.train.metrics import (
     MetricsSink,
+    TrainWindow,
     flops_per_token,
     format_duration,
     memory_gb,
@@ -160,7 +161,7 @@ class Trainer:
         self._announce()
         batches = iter(self._loader(state.samples_seen))
         self.model.train()
-        window = _Window(state)
+        window = TrainWindow(state)
         with (
             StopRequest() as stop,
             console.progress("train", total=plan.total_steps, extra="{task.fields[status]}") as bar,
@@ -412,40 +413,3 @@ class Trainer:
             self.sink.close()
         distributed.barrier()
         return final
-
-
-class _Window:
-    """Token-weighted loss and throughput since the last log line."""
-
-    def __init__(self, state: Progress):
-        self.start_time = time.perf_counter()
-        self.run_start_time = self.start_time
-        self.run_start_step = state.step
-        self.loss_sum = 0.0
-        self.targets = 0
-        self.tokens = 0
-
-    def add(self, loss_sum: float, targets: int, tokens: int) -> None:
-        self.loss_sum += loss_sum
-        self.targets += targets
-        self.tokens += tokens
-
-    def flush(self, state: Progress, total_steps: int, *, lr: float, grad_norm: float) -> dict:
-        now = time.perf_counter()
-        elapsed = max(now - self.start_time, 1e-9)
-        per_step = (now - self.run_start_time) / max(state.step - self.run_start_step, 1)
-        record = {
-            "type": "train",
-            "step": state.step,
-            "loss": self.loss_sum / max(self.targets, 1),
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens_per_s": self.tokens / elapsed,
-            "tokens": state.tokens_seen,
-            "samples": state.samples_seen,
-            "elapsed_s": now - self.run_start_time,
-            "eta_s": per_step * (total_steps - state.step),
-            "nonfinite_skipped": state.nonfinite_total,
-        }
-        self.start_time, self.loss_sum, self.targets, self.tokens = now, 0.0, 0, 0
-        return record

@@ -15,11 +15,15 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lmtool import console
+
+if TYPE_CHECKING:
+    from lmtool.train.engine import Progress
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s, no sparsity) by substring of the device name; most specific first.
 GPU_PEAK_BF16 = (
@@ -170,3 +174,40 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class TrainWindow:
+    """Token-weighted loss and throughput since the last log line."""
+
+    def __init__(self, state: Progress):
+        self.start_time = time.perf_counter()
+        self.run_start_time = self.start_time
+        self.run_start_step = state.step
+        self.loss_sum = 0.0
+        self.targets = 0
+        self.tokens = 0
+
+    def add(self, loss_sum: float, targets: int, tokens: int) -> None:
+        self.loss_sum += loss_sum
+        self.targets += targets
+        self.tokens += tokens
+
+    def flush(self, state: Progress, total_steps: int, *, lr: float, grad_norm: float) -> dict:
+        now = time.perf_counter()
+        elapsed = max(now - self.start_time, 1e-9)
+        per_step = (now - self.run_start_time) / max(state.step - self.run_start_step, 1)
+        record = {
+            "type": "train",
+            "step": state.step,
+            "loss": self.loss_sum / max(self.targets, 1),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": self.tokens / elapsed,
+            "tokens": state.tokens_seen,
+            "samples": state.samples_seen,
+            "elapsed_s": now - self.run_start_time,
+            "eta_s": per_step * (total_steps - state.step),
+            "nonfinite_skipped": state.nonfinite_total,
+        }
+        self.start_time, self.loss_sum, self.targets, self.tokens = now, 0.0, 0, 0
+        return record
