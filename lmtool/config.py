@@ -177,6 +177,12 @@ class TokenizerConfig(Section):
         description="Train a new tokenizer on the cleaned training split (the default when path is not set).",
     )
     trust_remote_code: bool = Field(False, description="Allow custom tokenizer code from the hub.")
+    engine: Literal["auto", "tokenizers"] = Field(
+        "auto",
+        description="What tokenizes the corpus in preprocess. auto = tiktoken for GPT-2-style byte-level BPE "
+        "(several times faster) once it has given the same ids as `tokenizers` on a sample of the corpus, "
+        "else `tokenizers`; tokenizers = always the `tokenizers` library.",
+    )
 
     @model_validator(mode="after")
     def _path_or_train(self) -> TokenizerConfig:

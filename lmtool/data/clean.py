@@ -16,10 +16,16 @@ from lmtool.config import CleanConfig
 
 REPLACEMENT = "\ufffd"  # what undecodable bytes became when the source was decoded with errors="replace"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 control characters except tab and newline
-_HSPACE = re.compile(r"[^\S\n]+")  # whitespace other than newline
-_AROUND_NEWLINE = re.compile(r" ?\n ?")
+# Every ASCII byte that is not a control character by that definition.
+_ASCII_NOT_CONTROL = bytes(b for b in range(128) if not _CONTROL.match(chr(b)))
 _BLANK_LINES = re.compile(r"\n{3,}")
-_ANY_SPACE = re.compile(r"\s+")
+
+
+def _has_control(text: str) -> bool:
+    if text.isascii():
+        # Delete every ordinary byte; whatever is left is a control character.
+        return bool(text.encode("ascii").translate(None, _ASCII_NOT_CONTROL))
+    return _CONTROL.search(text) is not None
 
 
 @dataclass
@@ -70,17 +76,21 @@ class Cleaner:
 
     def normalize(self, text: str) -> str:
         cfg = self.config
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         if cfg.normalize != "none":
             text = unicodedata.normalize(cfg.normalize, text)
-        if cfg.remove_control_chars:
+        if cfg.remove_control_chars and _has_control(text):
             text = _CONTROL.sub("", text)
         if cfg.collapse_whitespace:
+            # str.split() splits on exactly the characters regex \s matches; it is much faster than
+            # a regex substitution, which matches every single space.
             if cfg.keep_linebreaks:
-                text = _BLANK_LINES.sub("\n\n", _AROUND_NEWLINE.sub("\n", _HSPACE.sub(" ", text)))
+                text = "\n".join(" ".join(line.split()) for line in text.split("\n")).strip("\n")
+                if "\n\n\n" in text:
+                    text = _BLANK_LINES.sub("\n\n", text)
             else:
-                text = _ANY_SPACE.sub(" ", text)
-            text = text.strip()
+                text = " ".join(text.split())
         return text
 
     def _filter(self, text: str) -> str | None:

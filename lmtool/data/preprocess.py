@@ -28,9 +28,9 @@ from lmtool import __version__, console
 from lmtool.config import Config
 from lmtool.data import sources as src
 from lmtool.data.clean import Cleaner
+from lmtool.data.encode import choose_encoder, encoded_batches
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.tokenizer import (
-    encoded_batches,
     load_tokenizer,
     tokenizer_fingerprint,
     train_tokenizer,
@@ -222,9 +222,19 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
     vocab = len(tokenizer)
     dtype = id_dtype(vocab)
     tick = time.perf_counter()
+    separator = tokenizer.eos_token_id if data.objective == "clm" else tokenizer.sep_token_id
+    sample = next(_read_docs(scratch / "docs-train.arrow"))
+    encoder = choose_encoder(tokenizer, separator, sample, config.tokenizer.engine)
     for split in SPLITS:
         _tokenize_and_pack(
-            config, tokenizer, scratch / f"docs-{split}.arrow", dtype, out / split, counts[split], key
+            config,
+            tokenizer,
+            encoder,
+            scratch / f"docs-{split}.arrow",
+            dtype,
+            out / split,
+            counts[split],
+            key,
         )
     timings["tokenize_pack_write"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
@@ -240,6 +250,7 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
         "dtype": dtype.name,
         "streaming": streaming,
         "tokenizer": tokenizer_info,
+        "tokenize_engine": encoder.name,
         "sources": [s.label for s in train_sources],
         "validation_sources": [s.label for s in val_sources],
         "splits": {split: asdict(c) for split, c in counts.items()},
@@ -353,18 +364,23 @@ def _read_docs(path: Path) -> Iterator[list[str]]:
 
 
 def _tokenize_and_pack(
-    config: Config, tokenizer, docs: Path, dtype: np.dtype, target: Path, counts: SplitCounts, key: str
+    config: Config,
+    tokenizer,
+    encoder,
+    docs: Path,
+    dtype: np.dtype,
+    target: Path,
+    counts: SplitCounts,
+    key: str,
 ) -> None:
-    """Tokenize a split's documents in batches (in `num_proc` processes), chunk the id stream into
-    blocks and write them in shards: one pass, memory bounded by a few batches."""
+    """Tokenize a split's documents in batches (in threads or `num_proc` processes), chunk the id
+    stream into blocks and write them in shards: one pass, memory bounded by a few batches."""
     data = config.data
-    objective = data.objective
-    separator = tokenizer.eos_token_id if objective == "clm" else tokenizer.sep_token_id
-    wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id) if objective == "mlm" else None
+    wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id) if data.objective == "mlm" else None
     packer = Packer(data.block_size, dtype=dtype, remainder=data.remainder, wrap=wrap)
     writer = BlockWriter(target, dtype)
     with console.progress(f"tokenizing {target.name}", total=counts.documents, extra="documents") as bar:
-        for ids, documents in encoded_batches(tokenizer, _read_docs(docs), separator, data.num_proc or 1):
+        for ids, documents in encoded_batches(encoder, _read_docs(docs), data.num_proc or 1):
             writer.write(packer.add(ids))
             bar.advance(documents)
     last = packer.finish()

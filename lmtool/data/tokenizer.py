@@ -8,14 +8,9 @@ bos/eos/unk/pad; BERT style WordPiece uses [PAD] [UNK] [CLS] [SEP] [MASK].
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator
-from itertools import chain
+from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
 
 from lmtool.config import TokenizerConfig, TokenizerTrainConfig, looks_like_hub_id
 from lmtool.errors import ConfigError
@@ -162,53 +157,3 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     backend = tokenizer.backend_tokenizer
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     return [enc.ids for enc in encode(texts, add_special_tokens=False)]
-
-
-def encode_flat(tokenizer, texts: list[str], separator: int) -> np.ndarray:
-    """One id stream for a batch: each document's ids followed by `separator` (EOS for CLM, [SEP] for MLM)."""
-    ids = encode_batch(tokenizer, texts)
-    total = sum(len(x) for x in ids) + len(ids)
-    flat = chain.from_iterable(chain(x, (separator,)) for x in ids)
-    return np.fromiter(flat, dtype=np.int64, count=total)
-
-
-def encoded_batches(
-    tokenizer, batches: Iterable[list[str]], separator: int, procs: int
-) -> Iterator[tuple[np.ndarray, int]]:
-    """(id stream, number of documents) per batch, in order. With procs > 1, batches are encoded in
-    worker processes (one Rust thread each), at most 2 per worker in flight so memory stays bounded."""
-    if procs <= 1:
-        for texts in batches:
-            yield encode_flat(tokenizer, texts, separator), len(texts)
-        return
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    # Set before forking: the workers then stay single-threaded, without the fork warning.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        with context.Pool(procs, initializer=_init_worker, initargs=(tokenizer, separator)) as pool:
-            pending: deque = deque()
-            for texts in batches:
-                pending.append(pool.apply_async(_encode_in_worker, (texts,)))
-                if len(pending) >= 2 * procs:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
-    finally:
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
-
-
-_worker: dict = {}
-
-
-def _init_worker(tokenizer, separator: int) -> None:
-    _worker.update(tokenizer=tokenizer, separator=separator)
-
-
-def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, int]:
-    return encode_flat(_worker["tokenizer"], texts, _worker["separator"]), len(texts)

@@ -1,0 +1,151 @@
+"""Batches of documents → one id stream per batch (each document's ids, then a separator), in parallel.
+
+Two engines give the same ids: tiktoken for GPT-2-style byte-level BPE (several times faster,
+taken only after it matched the tokenizer on a sample of the corpus) and the `tokenizers`
+backend for everything else. Batches come back in order, with a bounded number in flight.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+
+import numpy as np
+
+from lmtool import console
+from lmtool.data.fast_bpe import agrees, tiktoken_encoding
+from lmtool.data.tokenizer import encode_batch
+
+SAMPLE_CHARS = 100_000  # how much of the corpus the engines are compared on
+
+
+class TokenizersEncoder:
+    """The `tokenizers` backend; it spreads a batch over every core itself."""
+
+    name = "tokenizers"
+    parallel_inside = True
+
+    def __init__(self, tokenizer, separator: int):
+        self.tokenizer = tokenizer
+        self.separator = separator
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        ids = encode_batch(self.tokenizer, texts)
+        total = sum(len(x) for x in ids) + len(ids)
+        flat = chain.from_iterable(chain(x, (self.separator,)) for x in ids)
+        return np.fromiter(flat, dtype=np.int64, count=total)
+
+
+class TiktokenEncoder:
+    """tiktoken on the whole batch at once: documents joined by the separator token, which tiktoken
+    (like `tokenizers`) splits out before pre-tokenizing, so no piece spans two documents."""
+
+    name = "tiktoken"
+    parallel_inside = False
+
+    def __init__(self, encoding, separator_text: str):
+        self.encoding = encoding
+        self.separator_text = separator_text
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        joined = self.separator_text.join(texts) + self.separator_text
+        return self.encoding.encode_to_numpy(joined, allowed_special="all")
+
+
+def choose_encoder(tokenizer, separator: int, sample: list[str], engine: str):
+    """tiktoken when `engine` allows it, the tokenizer converts, and the two agree on `sample`."""
+    fallback = TokenizersEncoder(tokenizer, separator)
+    if engine == "tokenizers":
+        return fallback
+    backend = tokenizer.backend_tokenizer
+    encoding = tiktoken_encoding(backend)
+    separator_text = tokenizer.convert_ids_to_tokens(separator)
+    if encoding is not None and separator_text not in encoding.special_tokens_set:
+        encoding = None
+    if encoding is None:
+        return fallback
+    if not agrees(encoding, backend, _head(sample, SAMPLE_CHARS)):
+        console.warning(
+            "tiktoken and `tokenizers` disagree on a sample of this corpus; tokenizing with `tokenizers` (slower)"
+        )
+        return fallback
+    return TiktokenEncoder(encoding, separator_text)
+
+
+def encoded_batches(encoder, batches: Iterable[list[str]], procs: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(id stream, number of documents) per batch, in order. procs > 1: that many worker processes,
+    one thread each; otherwise one process, with a thread per core when the engine needs them."""
+    if procs > 1:
+        yield from _in_worker_processes(encoder, batches, procs)
+    elif encoder.parallel_inside:
+        for texts in batches:
+            yield encoder(texts), len(texts)
+    else:
+        with ThreadPoolExecutor(cpu_count()) as pool:
+            yield from _in_order(lambda texts: pool.submit(encoder, texts).result, batches, 2 * cpu_count())
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _in_order(
+    submit: Callable[[list[str]], Callable[[], np.ndarray]], batches: Iterable[list[str]], window: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Run `submit` ahead on up to `window` batches and yield their results in submission order."""
+    pending: deque = deque()
+    for texts in batches:
+        pending.append((submit(texts), len(texts)))
+        if len(pending) >= window:
+            result, documents = pending.popleft()
+            yield result(), documents
+    while pending:
+        result, documents = pending.popleft()
+        yield result(), documents
+
+
+def _in_worker_processes(
+    encoder, batches: Iterable[list[str]], procs: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    # Set before forking: the workers then stay single-threaded, without the fork warning.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with context.Pool(procs, initializer=_init_worker, initargs=(encoder,)) as pool:
+            yield from _in_order(
+                lambda texts: pool.apply_async(_encode_in_worker, (texts,)).get, batches, 2 * procs
+            )
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+_worker: dict = {}
+
+
+def _init_worker(encoder) -> None:
+    _worker["encoder"] = encoder
+
+
+def _encode_in_worker(texts: list[str]) -> np.ndarray:
+    return _worker["encoder"](texts)
+
+
+def _head(texts: list[str], chars: int) -> list[str]:
+    """The leading texts, up to about `chars` characters in all."""
+    taken, total = [], 0
+    for text in texts:
+        if total >= chars:
+            break
+        taken.append(text[: chars - total])
+        total += len(taken[-1])
+    return taken
