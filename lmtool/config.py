@@ -143,7 +143,7 @@ class DataConfig(Section):
     num_proc: int | None = Field(
         None,
         ge=1,
-        description="Tokenizer worker processes, one Rust thread each (null = a single process, whose Rust tokenizer already spreads each batch over every core).",
+        description="Tokenizer worker processes, one thread each (null = one process that already spreads the batches over every core).",
     )
     streaming: bool | Literal["auto"] = Field(
         "auto",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import datasets
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -41,7 +41,33 @@ def byte_level_bpe(merges: list[tuple[str, str]], merged_ids: list[int]) -> Toke
     return tok
 
 
-def test_gpt2_and_a_trained_bpe_give_the_same_ids_through_tiktoken(shared_data):
+# The split regex of GPT-4's cl100k_base, which Llama 3 also uses.
+CL100K_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def llama3_style_bpe(texts: list[str]) -> Tokenizer:
+    """Byte-level BPE whose pre-tokenizer is a Split on cl100k's regex, then ByteLevel without its own."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CL100K_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def test_gpt2_and_trained_bpes_give_the_same_ids_through_tiktoken(shared_data):
     texts = [p.read_text(encoding="utf-8") for p in plays(shared_data)] + TRICKY
     trained = train_tokenizer(
         TokenizerTrainConfig(vocab_size=2000),
@@ -52,8 +78,7 @@ def test_gpt2_and_a_trained_bpe_give_the_same_ids_through_tiktoken(shared_data):
         show_progress=False,
     )
     gpt2 = AutoTokenizer.from_pretrained(shared_data / "gpt2-tokenizer")
-    for tokenizer in (gpt2, trained):
-        backend = tokenizer.backend_tokenizer
+    for backend in (gpt2.backend_tokenizer, trained.backend_tokenizer, llama3_style_bpe(texts[:2])):
         encoding = tiktoken_encoding(backend)
         assert encoding is not None
         for text in texts:

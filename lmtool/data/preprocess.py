@@ -2,7 +2,7 @@
 
 Stages (each streams through files on disk, so memory does not grow with the corpus):
 read + clean + split (one pass, documents written to an Arrow file) → train or load the tokenizer
-→ tokenize (batched in the Rust tokenizer, or in `num_proc` worker processes), pack into blocks and
+→ tokenize (batched, over every core: see data/encode.py), pack into blocks and
 write them as `save_to_disk`-layout shards, in one pass per split.
 Everything is written under a temporary sibling directory that is renamed to `processed_dir`
 only when complete, so an interrupted run never leaves a directory that looks finished.
