@@ -146,4 +146,3 @@ def test_a_disagreement_on_the_corpus_falls_back_to_tokenizers(tmp_path, capsys)
     ids = [i for row in datasets.load_from_disk(str(out / "train"))["input_ids"] for i in row]
     expected = tok.encode("abc and cab, document 0", add_special_tokens=False).ids
     assert ids[: len(expected)] == expected and 258 not in ids
-
