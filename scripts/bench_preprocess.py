@@ -140,9 +140,8 @@ def main() -> None:
             "corpus_mb": speed_mb,
             "tokens": lmtool_tokens,
             "lmtool_tokens_per_s": round(manifest["tokens_per_second"]),
-            "lmtool_tokenize_stage_tokens_per_s": round(
-                lmtool_tokens / manifest["timings"]["tokenize_pack_write"]
-            ),
+            "lmtool_engine": manifest["tokenize_engine"],
+            "lmtool_timings_s": manifest["timings"],
             "naive_tokens_per_s": round(naive_tps),
             "naive_tokens": naive_tokens,
             "ratio": round(manifest["tokens_per_second"] / naive_tps, 2),

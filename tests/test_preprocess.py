@@ -272,6 +272,26 @@ def test_streaming_and_worker_processes_give_identical_output(tmp_path, shared_d
         )
 
 
+def test_one_pass_with_an_existing_tokenizer_equals_the_two_pass_build(tmp_path, shared_data):
+    # Training a tokenizer takes two passes (documents are saved, then tokenized); with an existing
+    # one, reading, cleaning and tokenizing run at once. The split, order and blocks must not differ.
+    sources = [{"path": str(p)} for p in sorted((shared_data / "corpus" / "shakespeare").glob("*.txt"))[:3]]
+    first = run_preprocess(
+        make_config(tmp_path, sources, validation_fraction=0.2, processed_dir=str(tmp_path / "a"))
+    )
+    config = make_config(
+        tmp_path, sources, validation_fraction=0.2, num_proc=2, processed_dir=str(tmp_path / "b")
+    )
+    config.tokenizer.train, config.tokenizer.path = None, str(first / "tokenizer")
+    again = run_preprocess(config)
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (first, again))
+    assert ma["splits"] == mb["splits"] and ma["cleaning"] == mb["cleaning"]
+    assert "read_clean" in ma["timings"] and "read_clean_tokenize_pack_write" in mb["timings"]
+    for split in ("train", "validation"):
+        a, b = (datasets.load_from_disk(str(d / split))["input_ids"] for d in (first, again))
+        assert a == b and len(a) > 10
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -354,9 +374,13 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[dict], dict, list[str]]]:
         "unwritable",
     ],
 )
-def test_bad_input_is_refused_with_no_partial_output(tmp_path, case):
+@pytest.mark.parametrize("tokenizer", ["trained", "existing"])
+def test_bad_input_is_refused_with_no_partial_output(tmp_path, case, tokenizer, request):
     sources, data, fragments = bad_inputs(tmp_path)[case]
     config = make_config(tmp_path, sources, **data)
+    if tokenizer == "existing":  # the one-pass build: read, clean and tokenize at once
+        config.tokenizer.train = None
+        config.tokenizer.path = str(request.getfixturevalue("shared_data") / "gpt2-tokenizer")
     with pytest.raises(LmtoolError) as err:
         run_preprocess(config)
     for fragment in fragments:

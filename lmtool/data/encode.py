@@ -76,14 +76,17 @@ def choose_encoder(tokenizer, separator: int, sample: list[str], engine: str):
     return TiktokenEncoder(encoding, separator_text)
 
 
-def encoded_batches(encoder, batches: Iterable[list[str]], procs: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(id stream, number of documents) per batch, in order. procs > 1: that many worker processes,
-    one thread each; otherwise one process, with a thread per core when the engine needs them."""
+def encoded_batches(
+    encoder, batches: Iterable[tuple[str, list[str]]], procs: int
+) -> Iterator[tuple[str, np.ndarray, int]]:
+    """(tag, id stream, number of documents) for each (tag, documents) batch, in order. procs > 1: that
+    many worker processes, one thread each; otherwise one process, with a thread per core when the
+    engine needs them."""
     if procs > 1:
         yield from _in_worker_processes(encoder, batches, procs)
     elif encoder.parallel_inside:
-        for texts in batches:
-            yield encoder(texts), len(texts)
+        for tag, texts in batches:
+            yield tag, encoder(texts), len(texts)
     else:
         with ThreadPoolExecutor(cpu_count()) as pool:
             yield from _in_order(lambda texts: pool.submit(encoder, texts).result, batches, 2 * cpu_count())
@@ -94,18 +97,20 @@ def cpu_count() -> int:
 
 
 def _in_order(
-    submit: Callable[[list[str]], Callable[[], np.ndarray]], batches: Iterable[list[str]], window: int
-) -> Iterator[tuple[np.ndarray, int]]:
+    submit: Callable[[list[str]], Callable[[], np.ndarray]],
+    batches: Iterable[tuple[str, list[str]]],
+    window: int,
+) -> Iterator[tuple[str, np.ndarray, int]]:
     """Run `submit` ahead on up to `window` batches and yield their results in submission order."""
     pending: deque = deque()
-    for texts in batches:
-        pending.append((submit(texts), len(texts)))
+    for tag, texts in batches:
+        pending.append((tag, submit(texts), len(texts)))
         if len(pending) >= window:
-            result, documents = pending.popleft()
-            yield result(), documents
+            tag, result, documents = pending.popleft()
+            yield tag, result(), documents
     while pending:
-        result, documents = pending.popleft()
-        yield result(), documents
+        tag, result, documents = pending.popleft()
+        yield tag, result(), documents
 
 
 def _in_worker_processes(

@@ -1,9 +1,9 @@
 """`lmtool preprocess`: sources → cleaned documents → tokenizer → token blocks on disk, cached by content.
 
-Stages (each streams through files on disk, so memory does not grow with the corpus):
-read + clean + split (one pass, documents written to an Arrow file) → train or load the tokenizer
-→ tokenize (batched, over every core: see data/encode.py), pack into blocks and
-write them as `save_to_disk`-layout shards, in one pass per split.
+Stages (each streams, so memory does not grow with the corpus): read + clean + split → tokenize
+(batched, over every core: see data/encode.py) → pack into blocks → write `save_to_disk`-layout
+shards. With an existing tokenizer that is one pass; a tokenizer trained on the cleaned training
+split needs the documents written to Arrow files first and read back after training.
 Everything is written under a temporary sibling directory that is renamed to `processed_dir`
 only when complete, so an interrupted run never leaves a directory that looks finished.
 """
@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -203,40 +204,36 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
     streaming = _streaming(config, train_sources + val_sources)
     counts = {split: SplitCounts() for split in SPLITS}
     cleaner = Cleaner(data.clean, data.encoding_errors)
+    documents = _clean_documents(config, train_sources, val_sources, scratch, cleaner, counts, streaming)
     tick = time.perf_counter()
-    _read_and_clean(config, train_sources, val_sources, scratch, cleaner, counts, streaming)
-    timings["read_clean"] = time.perf_counter() - tick
-    if counts["train"].documents == 0:
-        stats = cleaner.stats
-        dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped.items())) or "none"
-        raise LmtoolError(
-            f"no training documents left after cleaning ({stats.read} read; dropped: {dropped}) - "
-            "check data.sources, their text_field/doc_split and data.clean"
-        )
-
-    tick = time.perf_counter()
-    tokenizer, tokenizer_info = _tokenizer(config, scratch, counts["train"].documents)
+    if config.tokenizer.train is None:
+        # An existing tokenizer: documents go from the cleaner straight to the tokenizer, in one pass
+        # that keeps every core busy (cleaning on one, tokenizing on the others).
+        tokenizer, tokenizer_info = _load_tokenizer(config)
+        timings["tokenizer"] = time.perf_counter() - tick
+        batches, stage, bar_total = documents, "read_clean_tokenize_pack_write", None
+    else:
+        # A tokenizer trained on the cleaned training split needs that split written out first.
+        _save_documents(documents, scratch)
+        timings["read_clean"] = time.perf_counter() - tick
+        _check_documents(counts, cleaner)
+        tick = time.perf_counter()
+        tokenizer, tokenizer_info = _train_tokenizer(config, scratch, counts["train"].documents)
+        timings["tokenizer"] = time.perf_counter() - tick
+        batches, stage = _saved_documents(scratch), "tokenize_pack_write"
+        bar_total = sum(c.documents for c in counts.values())
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    timings["tokenizer"] = time.perf_counter() - tick
 
     vocab = len(tokenizer)
     dtype = id_dtype(vocab)
     tick = time.perf_counter()
+    sample, batches = _first_training_batch(batches)
+    if sample is None:
+        _check_documents(counts, cleaner)
     separator = tokenizer.eos_token_id if data.objective == "clm" else tokenizer.sep_token_id
-    sample = next(_read_docs(scratch / "docs-train.arrow"))
     encoder = choose_encoder(tokenizer, separator, sample, config.tokenizer.engine)
-    for split in SPLITS:
-        _tokenize_and_pack(
-            config,
-            tokenizer,
-            encoder,
-            scratch / f"docs-{split}.arrow",
-            dtype,
-            out / split,
-            counts[split],
-            key,
-        )
-    timings["tokenize_pack_write"] = time.perf_counter() - tick
+    _tokenize_and_pack(config, tokenizer, encoder, batches, bar_total, dtype, out, counts, key)
+    timings[stage] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
 
     tokens = sum(c.tokens for c in counts.values())
@@ -280,68 +277,105 @@ def _streaming(config: Config, sources: list[src.Source]) -> bool:
     return on
 
 
-def _read_and_clean(
+def _clean_documents(
     config, train_sources, val_sources, scratch: Path, cleaner: Cleaner, counts, streaming: bool
-) -> None:
-    """One pass over all sources: clean, de-duplicate, assign each document to a split, write it out."""
-    import datasets
-    from datasets.arrow_writer import ArrowWriter
-
+) -> Iterator[tuple[str, list[str]]]:
+    """(split, cleaned documents) batches from one pass over all sources: clean, de-duplicate and
+    assign each document to a split, counting as it goes."""
     data = config.data
-    features = datasets.Features({"text": datasets.Value("string")})
     hold_out = data.validation_fraction if not val_sources else 0.0
     rng = random.Random(data.seed)
     cache = scratch / "hf-cache"
+    for sources, default_split in ((train_sources, "train"), (val_sources, "validation")):
+        for source in sources:
+            for batch in src.iter_texts(
+                source, streaming=streaming, encoding_errors=data.encoding_errors, cache_dir=cache
+            ):
+                kept = {split: [] for split in SPLITS}
+                for raw in batch:
+                    if not isinstance(raw, str | None):
+                        raise ConfigError(
+                            f"{source.key}.text_field",
+                            f"column holds {type(raw).__name__}, not text",
+                            value=source.config.text_field,
+                        )
+                    text = cleaner(raw)
+                    if text is None:
+                        continue
+                    split = "validation" if hold_out and rng.random() < hold_out else default_split
+                    kept[split].append(text)
+                    count = counts[split]
+                    count.documents += 1
+                    count.characters += len(text)
+                    count.bytes += len(text.encode("utf-8", "surrogatepass"))
+                for split, texts in kept.items():
+                    if texts:
+                        yield split, texts
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def _check_documents(counts: dict[str, SplitCounts], cleaner: Cleaner) -> None:
+    if counts["train"].documents == 0:
+        stats = cleaner.stats
+        dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped.items())) or "none"
+        raise LmtoolError(
+            f"no training documents left after cleaning ({stats.read} read; dropped: {dropped}) - "
+            "check data.sources, their text_field/doc_split and data.clean"
+        )
+
+
+def _save_documents(documents: Iterator[tuple[str, list[str]]], scratch: Path) -> None:
+    """Write each split's cleaned documents to an Arrow stream file in `scratch`."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    features = datasets.Features({"text": datasets.Value("string")})
     writers = {
         split: ArrowWriter(features=features, path=str(scratch / f"docs-{split}.arrow")) for split in SPLITS
     }
     with console.progress("reading", extra="documents") as bar:
-        for sources, default_split in ((train_sources, "train"), (val_sources, "validation")):
-            for source in sources:
-                for batch in src.iter_texts(
-                    source, streaming=streaming, encoding_errors=data.encoding_errors, cache_dir=cache
-                ):
-                    kept = {split: [] for split in SPLITS}
-                    for raw in batch:
-                        if not isinstance(raw, str | None):
-                            raise ConfigError(
-                                f"{source.key}.text_field",
-                                f"column holds {type(raw).__name__}, not text",
-                                value=source.config.text_field,
-                            )
-                        text = cleaner(raw)
-                        if text is None:
-                            continue
-                        split = "validation" if hold_out and rng.random() < hold_out else default_split
-                        kept[split].append(text)
-                        count = counts[split]
-                        count.documents += 1
-                        count.characters += len(text)
-                        count.bytes += len(text.encode("utf-8", "surrogatepass"))
-                    for split, texts in kept.items():
-                        if texts:
-                            writers[split].write_batch({"text": texts})
-                    bar.advance(len(batch))
+        for split, texts in documents:
+            writers[split].write_batch({"text": texts})
+            bar.advance(len(texts))
     for writer in writers.values():
         writer.finalize()
-    shutil.rmtree(cache, ignore_errors=True)
 
 
-def _tokenizer(config: Config, scratch: Path, documents: int):
-    """Train on the `documents` cleaned training documents, or load `tokenizer.path`."""
+def _saved_documents(scratch: Path) -> Iterator[tuple[str, list[str]]]:
+    for split in SPLITS:
+        for texts in _read_docs(scratch / f"docs-{split}.arrow"):
+            yield split, texts
+
+
+def _first_training_batch(
+    batches: Iterator[tuple[str, list[str]]],
+) -> tuple[list[str] | None, Iterator[tuple[str, list[str]]]]:
+    """The first training batch (None if there is none), and all the batches, that one included."""
+    seen = []
+    for split, texts in batches:
+        seen.append((split, texts))
+        if split == "train":
+            return texts, chain(seen, batches)
+    return None, iter(seen)
+
+
+def _load_tokenizer(config: Config):
+    data, tok_cfg = config.data, config.tokenizer
+    tokenizer = load_tokenizer(tok_cfg, data.objective)
+    if tokenizer.model_max_length < data.block_size:
+        console.warning(
+            f"tokenizer.path says its model takes {tokenizer.model_max_length} tokens; data.block_size is {data.block_size}"
+        )
+    return tokenizer, {"path": tok_cfg.path, "vocab_size": len(tokenizer)}
+
+
+def _train_tokenizer(config: Config, scratch: Path, documents: int):
+    """Train on the `documents` cleaned training documents saved in `scratch`."""
     data, tok_cfg = config.data, config.tokenizer
     limit, _ = model_positions(config)
-    if tok_cfg.train is None:
-        tokenizer = load_tokenizer(tok_cfg, data.objective)
-        if tokenizer.model_max_length < data.block_size:
-            console.warning(
-                f"tokenizer.path says its model takes {tokenizer.model_max_length} tokens; data.block_size is {data.block_size}"
-            )
-        return tokenizer, {"path": tok_cfg.path, "vocab_size": len(tokenizer)}
-    docs = scratch / "docs-train.arrow"
     kind = train_type(tok_cfg.train, data.objective)
     console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {documents} documents")
-    texts = (text for batch in _read_docs(docs) for text in batch)
+    texts = (text for batch in _read_docs(scratch / "docs-train.arrow") for text in batch)
     tokenizer = train_tokenizer(
         tok_cfg.train,
         data.objective,
@@ -367,24 +401,27 @@ def _tokenize_and_pack(
     config: Config,
     tokenizer,
     encoder,
-    docs: Path,
+    batches: Iterator[tuple[str, list[str]]],
+    documents: int | None,
     dtype: np.dtype,
-    target: Path,
-    counts: SplitCounts,
+    out: Path,
+    counts: dict[str, SplitCounts],
     key: str,
 ) -> None:
-    """Tokenize a split's documents in batches (in threads or `num_proc` processes), chunk the id
+    """Tokenize (split, documents) batches (in threads or `num_proc` processes), chunk each split's id
     stream into blocks and write them in shards: one pass, memory bounded by a few batches."""
     data = config.data
     wrap = (tokenizer.cls_token_id, tokenizer.sep_token_id) if data.objective == "mlm" else None
-    packer = Packer(data.block_size, dtype=dtype, remainder=data.remainder, wrap=wrap)
-    writer = BlockWriter(target, dtype)
-    with console.progress(f"tokenizing {target.name}", total=counts.documents, extra="documents") as bar:
-        for ids, documents in encoded_batches(encoder, _read_docs(docs), data.num_proc or 1):
-            writer.write(packer.add(ids))
-            bar.advance(documents)
-    last = packer.finish()
-    if last is not None:
-        writer.write([last])
-    writer.close(fingerprint=f"{key[:16]}-{target.name}")
-    counts.tokens, counts.blocks, counts.dropped_tokens = packer.tokens, packer.blocks, packer.dropped_tokens
+    packers = {s: Packer(data.block_size, dtype=dtype, remainder=data.remainder, wrap=wrap) for s in SPLITS}
+    writers = {split: BlockWriter(out / split, dtype) for split in SPLITS}
+    with console.progress("tokenizing", total=documents, extra="documents") as bar:
+        for split, ids, done in encoded_batches(encoder, batches, data.num_proc or 1):
+            writers[split].write(packers[split].add(ids))
+            bar.advance(done)
+    for split, packer in packers.items():
+        last = packer.finish()
+        if last is not None:
+            writers[split].write([last])
+        writers[split].close(fingerprint=f"{key[:16]}-{split}")
+        count = counts[split]
+        count.tokens, count.blocks, count.dropped_tokens = packer.tokens, packer.blocks, packer.dropped_tokens
