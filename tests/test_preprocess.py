@@ -459,6 +459,45 @@ def test_cleaner_normalises_and_collapses():
     assert Cleaner(CleanConfig())("e\u0301") == "\u00e9"  # NFC
 
 
+def reference_normalize(text: str, cfg) -> str:
+    """The cleaning rules written as plain regex substitutions: the definition the fast paths keep."""
+    import re
+    import unicodedata
+
+    text = unicodedata.normalize(cfg.normalize, text.replace("\r\n", "\n").replace("\r", "\n"))
+    if cfg.remove_control_chars:
+        text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)
+    if cfg.collapse_whitespace:
+        if cfg.keep_linebreaks:
+            text = re.sub(r"[^\S\n]+", " ", text)
+            text = re.sub(r"\n{3,}", "\n\n", re.sub(r" ?\n ?", "\n", text))
+        else:
+            text = re.sub(r"\s+", " ", text)
+        text = text.strip()
+    return text
+
+
+@pytest.mark.parametrize("keep_linebreaks", [True, False])
+@pytest.mark.parametrize("remove_control_chars", [True, False])
+def test_cleaner_fast_paths_equal_the_regex_rules(keep_linebreaks, remove_control_chars):
+    import random
+
+    from lmtool.config import CleanConfig
+    from lmtool.data.clean import Cleaner
+
+    config = CleanConfig(keep_linebreaks=keep_linebreaks, remove_control_chars=remove_control_chars)
+    cleaner = Cleaner(config)
+    odd = list("\n\r\t\x0b\x0c\x1c\x1f\x00\x07\x7f\x85\x9f\xa0\u2028\u2029\u3000\u200a") + ["  ", "\n\n\n"]
+    alphabet = list("ab é") + odd
+    weights = [30] * 4 + [1] * len(odd)  # mostly clean text, so both the fast and the slow path run
+    rng = random.Random(0)
+    for i in range(20000):
+        text = "".join(rng.choices(alphabet, weights, k=rng.randint(0, 16)))
+        if i % 2:
+            text = text.encode("ascii", "ignore").decode()  # the ASCII-only paths
+        assert cleaner.normalize(text) == reference_normalize(text, config), repr(text)
+
+
 def test_stdlib_docs_corpus_is_real_and_deterministic():
     from lmtool.data.stdlib_docs import iter_docstrings, stdlib_files, stdlib_root
 
