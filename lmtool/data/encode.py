@@ -114,8 +114,8 @@ def _in_order(
 
 
 def _in_worker_processes(
-    encoder, batches: Iterable[list[str]], procs: int
-) -> Iterator[tuple[np.ndarray, int]]:
+    encoder, batches: Iterable[tuple[str, list[str]]], procs: int
+) -> Iterator[tuple[str, np.ndarray, int]]:
     context = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
