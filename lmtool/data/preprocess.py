@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from itertools import chain
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,16 @@ from lmtool import __version__, console
 from lmtool.config import Config
 from lmtool.data import sources as src
 from lmtool.data.clean import Cleaner
+from lmtool.data.documents import (
+    SPLITS,
+    SplitCounts,
+    check_documents,
+    clean_documents,
+    first_training_batch,
+    read_docs,
+    save_documents,
+    saved_documents,
+)
 from lmtool.data.encode import choose_encoder, encoded_batches
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.tokenizer import (
@@ -39,20 +47,9 @@ from lmtool.data.tokenizer import (
 )
 from lmtool.errors import ConfigError, LmtoolError
 
-SPLITS = ("train", "validation")
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb")
-
-
-@dataclass
-class SplitCounts:
-    documents: int = 0
-    characters: int = 0
-    bytes: int = 0
-    tokens: int = 0
-    blocks: int = 0
-    dropped_tokens: int = 0
 
 
 def run_preprocess(config: Config, overwrite: bool = False) -> Path:
@@ -204,7 +201,7 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
     streaming = _streaming(config, train_sources + val_sources)
     counts = {split: SplitCounts() for split in SPLITS}
     cleaner = Cleaner(data.clean, data.encoding_errors)
-    documents = _clean_documents(config, train_sources, val_sources, scratch, cleaner, counts, streaming)
+    documents = clean_documents(config, train_sources, val_sources, scratch, cleaner, counts, streaming)
     tick = time.perf_counter()
     if config.tokenizer.train is None:
         # An existing tokenizer: documents go from the cleaner straight to the tokenizer, in one pass
@@ -214,22 +211,22 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
         batches, stage, bar_total = documents, "read_clean_tokenize_pack_write", None
     else:
         # A tokenizer trained on the cleaned training split needs that split written out first.
-        _save_documents(documents, scratch)
+        save_documents(documents, scratch)
         timings["read_clean"] = time.perf_counter() - tick
-        _check_documents(counts, cleaner)
+        check_documents(counts, cleaner)
         tick = time.perf_counter()
         tokenizer, tokenizer_info = _train_tokenizer(config, scratch, counts["train"].documents)
         timings["tokenizer"] = time.perf_counter() - tick
-        batches, stage = _saved_documents(scratch), "tokenize_pack_write"
+        batches, stage = saved_documents(scratch), "tokenize_pack_write"
         bar_total = sum(c.documents for c in counts.values())
     tokenizer.save_pretrained(str(out / "tokenizer"))
 
     vocab = len(tokenizer)
     dtype = id_dtype(vocab)
     tick = time.perf_counter()
-    sample, batches = _first_training_batch(batches)
+    sample, batches = first_training_batch(batches)
     if sample is None:
-        _check_documents(counts, cleaner)
+        check_documents(counts, cleaner)
     separator = tokenizer.eos_token_id if data.objective == "clm" else tokenizer.sep_token_id
     encoder = choose_encoder(tokenizer, separator, sample, config.tokenizer.engine)
     _tokenize_and_pack(config, tokenizer, encoder, batches, bar_total, dtype, out, counts, key)
@@ -277,88 +274,6 @@ def _streaming(config: Config, sources: list[src.Source]) -> bool:
     return on
 
 
-def _clean_documents(
-    config, train_sources, val_sources, scratch: Path, cleaner: Cleaner, counts, streaming: bool
-) -> Iterator[tuple[str, list[str]]]:
-    """(split, cleaned documents) batches from one pass over all sources: clean, de-duplicate and
-    assign each document to a split, counting as it goes."""
-    data = config.data
-    hold_out = data.validation_fraction if not val_sources else 0.0
-    rng = random.Random(data.seed)
-    cache = scratch / "hf-cache"
-    for sources, default_split in ((train_sources, "train"), (val_sources, "validation")):
-        for source in sources:
-            for batch in src.iter_texts(
-                source, streaming=streaming, encoding_errors=data.encoding_errors, cache_dir=cache
-            ):
-                kept = {split: [] for split in SPLITS}
-                for raw in batch:
-                    if not isinstance(raw, str | None):
-                        raise ConfigError(
-                            f"{source.key}.text_field",
-                            f"column holds {type(raw).__name__}, not text",
-                            value=source.config.text_field,
-                        )
-                    text = cleaner(raw)
-                    if text is None:
-                        continue
-                    split = "validation" if hold_out and rng.random() < hold_out else default_split
-                    kept[split].append(text)
-                    count = counts[split]
-                    count.documents += 1
-                    count.characters += len(text)
-                    count.bytes += len(text.encode("utf-8", "surrogatepass"))
-                for split, texts in kept.items():
-                    if texts:
-                        yield split, texts
-    shutil.rmtree(cache, ignore_errors=True)
-
-
-def _check_documents(counts: dict[str, SplitCounts], cleaner: Cleaner) -> None:
-    if counts["train"].documents == 0:
-        stats = cleaner.stats
-        dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.dropped.items())) or "none"
-        raise LmtoolError(
-            f"no training documents left after cleaning ({stats.read} read; dropped: {dropped}) - "
-            "check data.sources, their text_field/doc_split and data.clean"
-        )
-
-
-def _save_documents(documents: Iterator[tuple[str, list[str]]], scratch: Path) -> None:
-    """Write each split's cleaned documents to an Arrow stream file in `scratch`."""
-    import datasets
-    from datasets.arrow_writer import ArrowWriter
-
-    features = datasets.Features({"text": datasets.Value("string")})
-    writers = {
-        split: ArrowWriter(features=features, path=str(scratch / f"docs-{split}.arrow")) for split in SPLITS
-    }
-    with console.progress("reading", extra="documents") as bar:
-        for split, texts in documents:
-            writers[split].write_batch({"text": texts})
-            bar.advance(len(texts))
-    for writer in writers.values():
-        writer.finalize()
-
-
-def _saved_documents(scratch: Path) -> Iterator[tuple[str, list[str]]]:
-    for split in SPLITS:
-        for texts in _read_docs(scratch / f"docs-{split}.arrow"):
-            yield split, texts
-
-
-def _first_training_batch(
-    batches: Iterator[tuple[str, list[str]]],
-) -> tuple[list[str] | None, Iterator[tuple[str, list[str]]]]:
-    """The first training batch (None if there is none), and all the batches, that one included."""
-    seen = []
-    for split, texts in batches:
-        seen.append((split, texts))
-        if split == "train":
-            return texts, chain(seen, batches)
-    return None, iter(seen)
-
-
 def _load_tokenizer(config: Config):
     data, tok_cfg = config.data, config.tokenizer
     tokenizer = load_tokenizer(tok_cfg, data.objective)
@@ -375,7 +290,7 @@ def _train_tokenizer(config: Config, scratch: Path, documents: int):
     limit, _ = model_positions(config)
     kind = train_type(tok_cfg.train, data.objective)
     console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {documents} documents")
-    texts = (text for batch in _read_docs(scratch / "docs-train.arrow") for text in batch)
+    texts = (text for batch in read_docs(scratch / "docs-train.arrow") for text in batch)
     tokenizer = train_tokenizer(
         tok_cfg.train,
         data.objective,
@@ -385,16 +300,6 @@ def _train_tokenizer(config: Config, scratch: Path, documents: int):
         show_progress=_bars(),
     )
     return tokenizer, {"trained": kind, "vocab_size": len(tokenizer)}
-
-
-def _read_docs(path: Path) -> Iterator[list[str]]:
-    """Batches of documents from an Arrow stream file, read with plain reads (not memory-mapped), so
-    pages already processed do not accumulate in the resident set."""
-    import pyarrow as pa
-
-    with pa.OSFile(str(path)) as handle:
-        for batch in pa.ipc.open_stream(handle):
-            yield batch.column(0).to_pylist()
 
 
 def _tokenize_and_pack(
