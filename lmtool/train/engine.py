@@ -33,8 +33,9 @@ from lmtool.train.metrics import (
     remeasure_cpu_peak,
     truncate_metrics,
 )
-from lmtool.train.optim import build_optimizer, build_scheduler
+from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
 from lmtool.train.precision import Precision
+from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.signals import StopRequest
 
 # train.compile: auto compiles GPU runs at least this long (compiling costs ~30-60 s)
@@ -138,7 +139,8 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.params = list(model.parameters())
         self.optimizer = build_optimizer(model, self.cfg, device)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps)
+        self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
         self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.model = torch.compile(model) if self.compiled else model
@@ -356,8 +358,11 @@ class Trainer:
         checkpoint.load_model_weights(self.raw_model, path)
         saved = checkpoint.load_trainer_state(path)
         self.state = Progress(**saved["progress"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
+        # Moments from the checkpoint; lr, schedule and optimizer settings from this config.
+        load_optimizer_state(self.optimizer, saved["optimizer"])
+        self.scheduler = build_scheduler(
+            self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=self.state.step
+        )
         self.scaler.load_state_dict(saved["scaler"])
         rng = saved["rng"]
         if len(rng) == self.env.world_size:
@@ -375,6 +380,7 @@ class Trainer:
         console.info(
             f"resuming from {path} (step {self.state.step}, {self.state.samples_seen:,} samples seen)"
         )
+        warn_changed_settings(path, self.config)
 
     def _open_run_dir(self) -> None:
         if self.env.is_main:
@@ -399,6 +405,11 @@ class Trainer:
             f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
             f"{plan.micro_batch} per process)"
         )
+        if self.warmup >= plan.total_steps:
+            console.warning(
+                f"warmup ({self.warmup} steps) is not shorter than the run ({plan.total_steps} steps): the lr never "
+                "reaches train.lr nor decays; lower train.warmup_steps or set train.warmup_ratio"
+            )
 
     def _write_final(self) -> Path:
         """final/: the trained model and tokenizer as a plain save_pretrained directory (atomic rename)."""

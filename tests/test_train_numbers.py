@@ -1,0 +1,89 @@
+"""The engine's numbers: the schedule a resumed run follows, warmup against the run's length, MFU under
+several processes, and fp16 loss scaling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmtool.config import TrainConfig, load_config
+from lmtool.errors import ConfigError
+from lmtool.train import checkpoint
+from lmtool.train.optim import WarmupDecay, resolve_warmup
+from lmtool.train.pretrain import run_pretrain
+from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clm_data(tmp_path_factory):
+    return make_processed_dir(tmp_path_factory.mktemp("clm") / "processed")
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "WARNING" in line]
+
+
+def test_a_resumed_run_follows_the_new_schedule_and_optimizer_settings(tmp_path, clm_data, capsys):
+    run_pretrain(load_config(tiny_config(tmp_path, clm_data, max_steps=20)))
+    capsys.readouterr()
+
+    # Twice as long: step 21 gets what a fresh 40-step schedule gives it, not the 20-step floor.
+    run_pretrain(load_config(tiny_config(tmp_path, clm_data, name="longer", max_steps=40)))
+    fresh = WarmupDecay(5, 40, "cosine", 0.1)
+    train = read_metrics(tmp_path / "run")
+    assert train[21]["lr"] == pytest.approx(3e-3 * fresh(20))
+    assert train[40]["lr"] == pytest.approx(3e-3 * fresh(39))
+    changed = [w for w in _warnings(capsys.readouterr().err) if "changed since the checkpoint" in w]
+    assert len(changed) == 1 and "train.max_steps" in changed[0] and "20 -> 40" in changed[0], changed
+
+    # A lower lr and weight decay: the logged lr and the optimizer follow the config, not the checkpoint.
+    cfg = tiny_config(tmp_path, clm_data, name="lower", max_steps=50, lr=1e-3, weight_decay=0.01)
+    run_pretrain(load_config(cfg))
+    train = read_metrics(tmp_path / "run")
+    assert train[41]["lr"] == pytest.approx(1e-3 * WarmupDecay(5, 50, "cosine", 0.1)(40))
+    saved = checkpoint.load_trainer_state(tmp_path / "run" / "checkpoints" / "step-00000050")
+    assert [g["weight_decay"] for g in saved["optimizer"]["param_groups"]] == [0.01, 0.0]
+    changed = [w for w in _warnings(capsys.readouterr().err) if "changed since the checkpoint" in w]
+    assert len(changed) == 3, changed
+    assert any("train.lr" in w and "0.003 -> 0.001" in w for w in changed)
+    assert any("train.max_steps" in w and "40 -> 50" in w for w in changed)
+    assert any("train.weight_decay" in w for w in changed)
+
+
+def test_warmup_ratio_is_a_fraction_of_the_run_and_excludes_warmup_steps():
+    assert resolve_warmup(TrainConfig(), 60) == 100  # the default when neither is set
+    assert resolve_warmup(TrainConfig(warmup_steps=7), 60) == 7
+    assert resolve_warmup(TrainConfig(warmup_ratio=0.05), 60) == 3
+    assert resolve_warmup(TrainConfig(warmup_ratio=0.05), 1000) == 50
+    with pytest.raises(ValueError, match="warmup_steps or warmup_ratio, not both"):
+        TrainConfig(warmup_steps=10, warmup_ratio=0.1)
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about_and_warmup_ratio_reaches_the_peak(
+    tmp_path, clm_data, capsys
+):
+    run_pretrain(load_config(tiny_config(tmp_path, clm_data, max_steps=6, warmup_steps=None)))
+    warned = [w for w in _warnings(capsys.readouterr().err) if "warmup (100 steps)" in w]
+    assert len(warned) == 1 and "not shorter than the run (6 steps)" in warned[0]
+
+    (tmp_path / "b").mkdir()
+    cfg = tiny_config(tmp_path / "b", clm_data, max_steps=20, warmup_steps=None, warmup_ratio=0.1)
+    run_pretrain(load_config(cfg))
+    assert not [w for w in _warnings(capsys.readouterr().err) if "warmup" in w]
+    lrs = [record["lr"] for record in read_metrics(tmp_path / "b" / "run").values()]
+    assert max(lrs) == pytest.approx(3e-3) and lrs.index(max(lrs)) == 2  # 2 warmup steps, then the peak
+    assert lrs[-1] < 0.2 * 3e-3
+
+
+def test_config_error_names_the_two_warmup_keys(tmp_path, clm_data):
+    cfg = tiny_config(tmp_path, clm_data, warmup_ratio=0.1)  # the fixture sets warmup_steps too
+    with pytest.raises(ConfigError, match="warmup_steps or warmup_ratio"):
+        load_config(cfg)
