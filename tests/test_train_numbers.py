@@ -87,3 +87,12 @@ def test_config_error_names_the_two_warmup_keys(tmp_path, clm_data):
     cfg = tiny_config(tmp_path, clm_data, warmup_ratio=0.1)  # the fixture sets warmup_steps too
     with pytest.raises(ConfigError, match="warmup_steps or warmup_ratio"):
         load_config(cfg)
+
+
+def test_mfu_of_a_multi_process_job_is_against_the_peak_of_all_its_processes():
+    from lmtool.train.metrics import model_flops_utilization
+
+    peak, per_token = 989e12, 1e9
+    job_tokens_per_s = 8 * 0.4 * peak / per_token  # 8 GPUs, each at 40% of its peak
+    assert model_flops_utilization(job_tokens_per_s, per_token, peak, processes=8) == pytest.approx(0.4)
+    assert model_flops_utilization(0.4 * peak / per_token, per_token, peak, processes=1) == pytest.approx(0.4)

@@ -29,6 +29,7 @@ from lmtool.train.metrics import (
     flops_per_token,
     format_duration,
     memory_gb,
+    model_flops_utilization,
     peak_flops,
     remeasure_cpu_peak,
     truncate_metrics,
@@ -304,13 +305,16 @@ class Trainer:
         shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "tokens")
         console.info(f"eval step {state.step}: {shown}")
 
+    def _mfu(self, tokens_per_s: float) -> float:
+        return model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.env.world_size)
+
     def _log_train(self, record: dict, bar) -> None:
         if self.peak and record["tokens_per_s"]:
-            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak
+            record["mfu"] = self._mfu(record["tokens_per_s"])
             if record["mfu"] > 1.0 and self.device.type == "cpu" and time.monotonic() > self._remeasure_after:
                 self.peak = remeasure_cpu_peak(self.precision.compute_dtype)
                 self._remeasure_after = time.monotonic() + 60.0  # at most once a minute on a busy machine
-                record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak
+                record["mfu"] = self._mfu(record["tokens_per_s"])
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
