@@ -96,3 +96,55 @@ def test_mfu_of_a_multi_process_job_is_against_the_peak_of_all_its_processes():
     job_tokens_per_s = 8 * 0.4 * peak / per_token  # 8 GPUs, each at 40% of its peak
     assert model_flops_utilization(job_tokens_per_s, per_token, peak, processes=8) == pytest.approx(0.4)
     assert model_flops_utilization(0.4 * peak / per_token, per_token, peak, processes=1) == pytest.approx(0.4)
+
+
+@pytest.fixture
+def fp16_on_cpu(monkeypatch):
+    """fp16 autocast + GradScaler on the CPU (the CLI refuses it there; torch runs it, slowly), without
+    MFU (measuring the CPU's fp16 matmul peak takes seconds)."""
+    import lmtool.train.engine
+    import lmtool.train.pretrain
+    from lmtool.train.precision import Precision
+
+    monkeypatch.setattr(lmtool.train.engine, "peak_flops", lambda device, dtype: None)
+    monkeypatch.setattr(
+        lmtool.train.pretrain, "resolve_precision", lambda choice, device: Precision("fp16", "cpu")
+    )
+
+
+def test_fp16_starts_learning_at_once_without_scaler_back_offs(tmp_path, clm_data, fp16_on_cpu):
+    # 16 x 16 = 256 tokens per micro-batch: backpropagating their loss sum made the scaler back off 7 times.
+    run_pretrain(load_config(tiny_config(tmp_path, clm_data, batch_size=16, max_steps=6)))
+    train = read_metrics(tmp_path / "run")
+    assert train[6]["scaler_skipped"] == 0
+    assert train[6]["loss"] < train[1]["loss"] - 0.1
+
+
+def test_fp16_updates_skipped_by_the_scaler_are_counted_and_logged(
+    tmp_path, clm_data, fp16_on_cpu, monkeypatch, capsys
+):
+    import lmtool.tasks
+
+    real = lmtool.tasks.make_task
+
+    def make_task(*args, **kwargs):
+        task = real(*args, **kwargs)
+        loss, calls = task.loss, []
+
+        def overflowing(model, batch):
+            calls.append(1)
+            value, count = loss(model, batch)
+            if len(calls) == 3:  # same loss, but a gradient fp16 cannot hold
+                weight = next(model.parameters())
+                value = value + 1e38 * (weight.sum() - weight.sum().detach())
+            return value, count
+
+        task.loss = overflowing
+        return task
+
+    monkeypatch.setattr(lmtool.tasks, "make_task", make_task)
+    run_pretrain(load_config(tiny_config(tmp_path, clm_data, max_steps=5)))
+    train = read_metrics(tmp_path / "run")
+    assert [train[s]["scaler_skipped"] for s in range(1, 6)] == [0, 0, 1, 1, 1]
+    assert train[5]["nonfinite_skipped"] == 0
+    assert "step 3: fp16 gradient overflow, update skipped" in capsys.readouterr().err

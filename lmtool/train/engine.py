@@ -35,7 +35,7 @@ from lmtool.train.metrics import (
     truncate_metrics,
 )
 from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
-from lmtool.train.precision import Precision
+from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.signals import StopRequest
 
@@ -65,6 +65,7 @@ class Progress:
     best_step: int | None = None
     nonfinite_total: int = 0
     nonfinite_in_row: int = 0
+    scaler_skipped: int = 0  # fp16 updates the GradScaler skipped (gradient overflow)
 
 
 def make_plan(config: Config, n_train: int, world_size: int) -> Plan:
@@ -143,6 +144,7 @@ class Trainer:
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+        self.loss_divisor = loss_divisor(self.plan.micro_batch * config.data.block_size)
         self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.model = torch.compile(model) if self.compiled else model
         self.strategy = distributed.strategy_for(env)
@@ -203,14 +205,14 @@ class Trainer:
 
     def _accumulate(self, batches, stop_requested: bool) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
-        summed over all ranks. Gradients are left as sums of per-token losses (scaled later)."""
+        summed over all ranks. Gradients are left as sums of per-token losses / loss_divisor (scaled later)."""
         local = torch.zeros(4, dtype=torch.float64, device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == self.plan.accumulation - 1
             with self.strategy.no_sync(self.model, skip_sync=not last), self.precision.autocast():
                 loss, count = self.task.loss(self.model, batch)
-            self.scaler.scale(loss * count).backward()
+            self.scaler.scale(loss * count / self.loss_divisor).backward()
             mask = batch.get("attention_mask")
             tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
             local[0] += loss.detach().double() * count
@@ -225,8 +227,8 @@ class Trainer:
         state = self.state
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
-        # DDP averaged over ranks; undo that and divide by the global number of target tokens.
-        torch._foreach_mul_(grads, self.env.world_size / max(targets, 1))
+        # DDP averaged over ranks: undo that and loss_divisor, and divide by the global number of target tokens.
+        torch._foreach_mul_(grads, self.env.world_size * self.loss_divisor / max(targets, 1))
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         else:
@@ -242,7 +244,11 @@ class Trainer:
             console.warning(
                 f"step {state.step + 1}: non-finite loss or gradient ({step_loss:.4g}); update skipped"
             )
+        scale = self.scaler.get_scale()
         self.scaler.update()
+        if finite and self.scaler.get_scale() < scale:  # the scaler found inf/NaN gradients: update skipped
+            state.scaler_skipped += 1
+            console.info(f"step {state.step + 1}: fp16 gradient overflow, update skipped, loss scale lowered")
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if state.nonfinite_in_row >= self.cfg.max_nonfinite:
@@ -409,11 +415,6 @@ class Trainer:
             f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
             f"{plan.micro_batch} per process)"
         )
-        if self.warmup >= plan.total_steps:
-            console.warning(
-                f"warmup ({self.warmup} steps) is not shorter than the run ({plan.total_steps} steps): the lr never "
-                "reaches train.lr nor decays; lower train.warmup_steps or set train.warmup_ratio"
-            )
 
     def _write_final(self) -> Path:
         """final/: the trained model and tokenizer as a plain save_pretrained directory (atomic rename)."""

@@ -216,6 +216,7 @@ class TrainWindow:
             "elapsed_s": now - self.run_start_time,
             "eta_s": per_step * (total_steps - state.step),
             "nonfinite_skipped": state.nonfinite_total,
+            "scaler_skipped": state.scaler_skipped,
         }
         self.start_time, self.loss_sum, self.targets, self.tokens = now, 0.0, 0, 0
         return record

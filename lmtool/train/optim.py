@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from lmtool import console
 from lmtool.config import TrainConfig
 
 
@@ -70,10 +71,17 @@ DEFAULT_WARMUP_STEPS = 100
 
 def resolve_warmup(cfg: TrainConfig, total_steps: int) -> int:
     """Warmup steps: `warmup_ratio` of the run (rounded up, as the transformers Trainer does), else
-    `warmup_steps`, else DEFAULT_WARMUP_STEPS."""
+    `warmup_steps`, else DEFAULT_WARMUP_STEPS; a warning when that leaves no step past the warmup."""
     if cfg.warmup_ratio is not None:
-        return math.ceil(cfg.warmup_ratio * total_steps)
-    return DEFAULT_WARMUP_STEPS if cfg.warmup_steps is None else cfg.warmup_steps
+        warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    else:
+        warmup = DEFAULT_WARMUP_STEPS if cfg.warmup_steps is None else cfg.warmup_steps
+    if warmup >= total_steps:
+        console.warning(
+            f"warmup ({warmup} steps) is not shorter than the run ({total_steps} steps): the lr never reaches "
+            "train.lr nor decays; lower train.warmup_steps or set train.warmup_ratio"
+        )
+    return warmup
 
 
 def build_scheduler(
