@@ -3,12 +3,16 @@ several processes, and fp16 loss scaling."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from lmtool.config import TrainConfig, load_config
 from lmtool.errors import ConfigError
 from lmtool.train import checkpoint
+from lmtool.train.distributed import DistEnv
+from lmtool.train.engine import Trainer
 from lmtool.train.optim import WarmupDecay, resolve_warmup
 from lmtool.train.pretrain import run_pretrain
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
@@ -96,6 +100,9 @@ def test_mfu_of_a_multi_process_job_is_against_the_peak_of_all_its_processes():
     job_tokens_per_s = 8 * 0.4 * peak / per_token  # 8 GPUs, each at 40% of its peak
     assert model_flops_utilization(job_tokens_per_s, per_token, peak, processes=8) == pytest.approx(0.4)
     assert model_flops_utilization(0.4 * peak / per_token, per_token, peak, processes=1) == pytest.approx(0.4)
+    # What the trainer of one of 8 ranks logs (rank 0 knows only its own device's peak).
+    rank0 = SimpleNamespace(flops_per_token=per_token, peak=peak, env=DistEnv(rank=0, world_size=8))
+    assert Trainer._mfu(rank0, job_tokens_per_s) == pytest.approx(0.4)
 
 
 @pytest.fixture
