@@ -287,7 +287,14 @@ class TrainConfig(Section):
     lr: float = Field(6e-4, gt=0.0, description="Peak learning rate.")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Floor of the schedule as a fraction of lr.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
-    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps.")
+    warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Linear warmup steps (null = warmup_ratio, or 100 steps when that is null too).",
+    )
+    warmup_ratio: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Linear warmup as a fraction of the run's steps (rounded up)."
+    )
     weight_decay: float = Field(
         0.1, ge=0.0, description="AdamW weight decay (not applied to biases, norms, embeddings)."
     )
@@ -341,6 +348,8 @@ class TrainConfig(Section):
     def _one_batch_spec(self) -> TrainConfig:
         if self.global_batch_size is not None and self.global_batch_tokens is not None:
             raise ValueError("set global_batch_size or global_batch_tokens, not both")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("set warmup_steps or warmup_ratio, not both")
         return self
 
 

@@ -29,12 +29,14 @@ from lmtool.train.metrics import (
     flops_per_token,
     format_duration,
     memory_gb,
+    model_flops_utilization,
     peak_flops,
     remeasure_cpu_peak,
     truncate_metrics,
 )
-from lmtool.train.optim import build_optimizer, build_scheduler
-from lmtool.train.precision import Precision
+from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
+from lmtool.train.precision import Precision, loss_divisor
+from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.signals import StopRequest
 
 # train.compile: auto compiles GPU runs at least this long (compiling costs ~30-60 s)
@@ -63,6 +65,7 @@ class Progress:
     best_step: int | None = None
     nonfinite_total: int = 0
     nonfinite_in_row: int = 0
+    scaler_skipped: int = 0  # fp16 updates the GradScaler skipped (gradient overflow)
 
 
 def make_plan(config: Config, n_train: int, world_size: int) -> Plan:
@@ -138,8 +141,10 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.params = list(model.parameters())
         self.optimizer = build_optimizer(model, self.cfg, device)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps)
+        self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+        self.loss_divisor = loss_divisor(self.plan.micro_batch * config.data.block_size)
         self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.model = torch.compile(model) if self.compiled else model
         self.strategy = distributed.strategy_for(env)
@@ -200,14 +205,14 @@ class Trainer:
 
     def _accumulate(self, batches, stop_requested: bool) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
-        summed over all ranks. Gradients are left as sums of per-token losses (scaled later)."""
+        summed over all ranks. Gradients are left as sums of per-token losses / loss_divisor (scaled later)."""
         local = torch.zeros(4, dtype=torch.float64, device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == self.plan.accumulation - 1
             with self.strategy.no_sync(self.model, skip_sync=not last), self.precision.autocast():
                 loss, count = self.task.loss(self.model, batch)
-            self.scaler.scale(loss * count).backward()
+            self.scaler.scale(loss * count / self.loss_divisor).backward()
             mask = batch.get("attention_mask")
             tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
             local[0] += loss.detach().double() * count
@@ -222,8 +227,8 @@ class Trainer:
         state = self.state
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
-        # DDP averaged over ranks; undo that and divide by the global number of target tokens.
-        torch._foreach_mul_(grads, self.env.world_size / max(targets, 1))
+        # DDP averaged over ranks: undo that and loss_divisor, and divide by the global number of target tokens.
+        torch._foreach_mul_(grads, self.env.world_size * self.loss_divisor / max(targets, 1))
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         else:
@@ -239,7 +244,11 @@ class Trainer:
             console.warning(
                 f"step {state.step + 1}: non-finite loss or gradient ({step_loss:.4g}); update skipped"
             )
+        scale = self.scaler.get_scale()
         self.scaler.update()
+        if finite and self.scaler.get_scale() < scale:  # the scaler found inf/NaN gradients: update skipped
+            state.scaler_skipped += 1
+            console.info(f"step {state.step + 1}: fp16 gradient overflow, update skipped, loss scale lowered")
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if state.nonfinite_in_row >= self.cfg.max_nonfinite:
@@ -302,13 +311,16 @@ class Trainer:
         shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "tokens")
         console.info(f"eval step {state.step}: {shown}")
 
+    def _mfu(self, tokens_per_s: float) -> float:
+        return model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.env.world_size)
+
     def _log_train(self, record: dict, bar) -> None:
         if self.peak and record["tokens_per_s"]:
-            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak
+            record["mfu"] = self._mfu(record["tokens_per_s"])
             if record["mfu"] > 1.0 and self.device.type == "cpu" and time.monotonic() > self._remeasure_after:
                 self.peak = remeasure_cpu_peak(self.precision.compute_dtype)
                 self._remeasure_after = time.monotonic() + 60.0  # at most once a minute on a busy machine
-                record["mfu"] = record["tokens_per_s"] * self.flops_per_token / self.peak
+                record["mfu"] = self._mfu(record["tokens_per_s"])
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
@@ -356,8 +368,11 @@ class Trainer:
         checkpoint.load_model_weights(self.raw_model, path)
         saved = checkpoint.load_trainer_state(path)
         self.state = Progress(**saved["progress"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
+        # Moments from the checkpoint; lr, schedule and optimizer settings from this config.
+        load_optimizer_state(self.optimizer, saved["optimizer"])
+        self.scheduler = build_scheduler(
+            self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=self.state.step
+        )
         self.scaler.load_state_dict(saved["scaler"])
         rng = saved["rng"]
         if len(rng) == self.env.world_size:
@@ -375,6 +390,7 @@ class Trainer:
         console.info(
             f"resuming from {path} (step {self.state.step}, {self.state.samples_seen:,} samples seen)"
         )
+        warn_changed_settings(path, self.config)
 
     def _open_run_dir(self) -> None:
         if self.env.is_main:

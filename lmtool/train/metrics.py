@@ -162,6 +162,14 @@ def measure_cpu_matmul_peak(dtype: torch.dtype, seconds: float = 0.3, size: int 
     return best
 
 
+def model_flops_utilization(
+    tokens_per_s: float, flops_per_token: float, peak: float, processes: int
+) -> float:
+    """MFU of the whole job: `tokens_per_s` counts every process's tokens, so it is set against the peak of
+    all of them (`peak` is one process's: its GPU, or on CPU the matmul rate of the threads it has)."""
+    return tokens_per_s * flops_per_token / (peak * processes)
+
+
 def memory_gb(device: torch.device) -> float:
     """Peak memory: GPU allocator peak on CUDA, peak resident set size of the process on CPU."""
     if device.type == "cuda":
@@ -208,6 +216,7 @@ class TrainWindow:
             "elapsed_s": now - self.run_start_time,
             "eta_s": per_step * (total_steps - state.step),
             "nonfinite_skipped": state.nonfinite_total,
+            "scaler_skipped": state.scaler_skipped,
         }
         self.start_time, self.loss_sum, self.targets, self.tokens = now, 0.0, 0, 0
         return record

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from lmtool import console
 from lmtool.config import TrainConfig
 
 
@@ -65,8 +66,43 @@ class WarmupDecay:
         return self.floor + (1.0 - self.floor) * shape
 
 
+DEFAULT_WARMUP_STEPS = 100
+
+
+def resolve_warmup(cfg: TrainConfig, total_steps: int) -> int:
+    """Warmup steps: `warmup_ratio` of the run (rounded up, as the transformers Trainer does), else
+    `warmup_steps`, else DEFAULT_WARMUP_STEPS; a warning when that leaves no step past the warmup."""
+    if cfg.warmup_ratio is not None:
+        warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    else:
+        warmup = DEFAULT_WARMUP_STEPS if cfg.warmup_steps is None else cfg.warmup_steps
+    if warmup >= total_steps:
+        console.warning(
+            f"warmup ({warmup} steps) is not shorter than the run ({total_steps} steps): the lr never reaches "
+            "train.lr nor decays; lower train.warmup_steps or set train.warmup_ratio"
+        )
+    return warmup
+
+
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, warmup: int, done_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    fn = WarmupDecay(cfg.warmup_steps, total_steps, cfg.schedule, cfg.min_lr_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    """The schedule of this config, positioned after `done_steps` updates (a resumed run).
+
+    Built from the config rather than loaded from a checkpoint, so that a resume with another
+    `lr`, `max_steps` or warmup follows the new settings: the scheduler's saved state would bring back
+    the old base lr and total steps.
+    """
+    fn = WarmupDecay(warmup, total_steps, cfg.schedule, cfg.min_lr_ratio)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn, last_epoch=done_steps - 1)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's moments and step counts but keep this config's lr, betas, eps and weight decay
+    (`load_state_dict` alone would bring back the param-group settings of the saved run)."""
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, settings, strict=True):
+        group.update(own)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +43,17 @@ class Precision:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+
+def loss_divisor(tokens_per_micro_batch: int) -> float:
+    """What the backward pass divides each micro-batch's loss sum by: a power of two near its token count.
+
+    Gradients then have the size of a mean loss's, which fp16 needs (those of a sum overflow, and the
+    GradScaler backs off, skipping ~log2(tokens) updates at the start); a power of two, so that
+    multiplying it back before the optimizer step is exact and any split of a global batch still gives
+    the same step.
+    """
+    return 2.0 ** round(math.log2(max(tokens_per_micro_batch, 1)))
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:

@@ -48,6 +48,13 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
         shutil.rmtree(run_dir)
     processed = _processed_dir(config, env)
     tokenizer, train_data, eval_data = load_processed(processed, config)
+    if distributed.any_rank(env.is_main and is_stale(processed, config), device):
+        raise ConfigError(
+            "data.processed_dir",
+            f"{processed} was preprocessed from other sources or data/tokenizer settings than this config's",
+            has_value=False,
+            hint="run `lmtool preprocess --overwrite` with this config, or point data.processed_dir elsewhere",
+        )
 
     precision = resolve_precision(config.train.precision, device)
     enable_tf32(device)
@@ -84,6 +91,31 @@ def _processed_dir(config: Config, env: distributed.DistEnv) -> Path:
             run_preprocess(config)
         distributed.barrier()
     return processed
+
+
+def is_stale(processed: Path, config: Config) -> bool:
+    """True when `lmtool preprocess` made `processed` with another content key than this config gives
+    (changed corpus, cleaning, tokenizer or data settings). A directory without a key (not made by
+    lmtool preprocess) or a config without sources cannot be compared and is used as is."""
+    from lmtool.data import sources as src
+    from lmtool.data.preprocess import content_key
+
+    try:
+        made = json.loads((processed / "manifest.json").read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError):
+        return False
+    data = config.data
+    if made is None or not data.sources:
+        return False
+    try:
+        sources = [src.resolve(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+        sources += [
+            src.resolve(s, f"data.validation_sources.{i}") for i, s in enumerate(data.validation_sources)
+        ]
+    except LmtoolError as exc:
+        console.warning(f"cannot check that {processed} is up to date ({exc}); training on it as is")
+        return False
+    return content_key(config, sources) != made
 
 
 def load_processed(processed: Path, config: Config):
