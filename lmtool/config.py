@@ -16,29 +16,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmtool.config_yaml import compose_and_load, yaml_load
 from lmtool.errors import ConfigError, LmtoolError
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
-class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `3e-4` as a float (YAML 1.1 needs a dot: `3.0e-4`)."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
-
-
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- run
@@ -473,9 +459,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         override_keys.add(tuple(keys))
 
     located = _Locator(label, lines, override_keys)
-    config = _validate(raw, located)
-    resolved = _interpolate(config.model_dump(mode="python"), located)
-    config = _validate(resolved, located)
+    # `${...}` first, so a number or a boolean may come from the environment or another key;
+    # then once more for the references in the defaults (e.g. evaluate.model).
+    config = _validate(_interpolate(raw, located, _merged(Config().model_dump(mode="python"), raw)), located)
+    config = _validate(_interpolate(config.model_dump(mode="python"), located), located)
     config.source_file = label if path is not None else None
     return config
 
@@ -512,8 +499,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise LmtoolError(f"cannot read config file {path}: {exc}") from None
     try:
-        node = yaml.compose(text, Loader=YamlLoader)
-        data = yaml_load(text)
+        node, data = compose_and_load(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -680,8 +666,35 @@ def _fields_at(loc: tuple) -> list[str]:
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
-def _interpolate(data: dict, located: _Locator) -> dict:
-    """Replace `${a.b}` by the value at a.b and `${env:NAME}` by an environment variable."""
+def _merged(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
+    return out
+
+
+def _in_free_form(key: str) -> bool:
+    """Whether a dotted key lies in a free-form mapping (model.config), whose values no schema types."""
+    model: Any = Config
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", {})
+        if part.isdigit():
+            continue
+        if part not in fields:
+            return False
+        if getattr(fields[part].annotation, "__origin__", None) is dict:
+            return True
+        model = _section_type(fields[part].annotation)
+    return False
+
+
+def _interpolate(data: dict, located: _Locator, root: dict | None = None) -> dict:
+    """Replace `${a.b}` by the value at a.b (looked up in `root`, default `data`) and `${env:NAME}` by an
+    environment variable. The result is a string, which the schema turns into the number or boolean a
+    field wants; in model.config a value that is one whole `${...}` is read as YAML, like a --set value."""
+    root = data if root is None else root
 
     def lookup(ref: str, key: str, seen: tuple[str, ...]) -> str:
         if ref.startswith("env:"):
@@ -696,7 +709,7 @@ def _interpolate(data: dict, located: _Locator) -> dict:
             return os.environ[name]
         if ref in seen:
             raise ConfigError(key, f"circular reference ${{{ref}}}", has_value=False)
-        target: Any = data
+        target: Any = root
         for part in ref.split("."):
             if isinstance(target, dict) and part in target:
                 target = target[part]
@@ -715,7 +728,13 @@ def _interpolate(data: dict, located: _Locator) -> dict:
 
     def resolve(value: Any, key: str, seen: tuple[str, ...] = ()) -> Any:
         if isinstance(value, str):
-            return _REF.sub(lambda m: lookup(m.group(1).strip(), key, seen or (key,)), value)
+            text = _REF.sub(lambda m: lookup(m.group(1).strip(), key, seen or (key,)), value)
+            if text != value and _REF.fullmatch(value.strip()) and not seen and _in_free_form(key):
+                try:
+                    return yaml_load(text)
+                except yaml.YAMLError:
+                    return text
+            return text
         if isinstance(value, dict):
             return {k: resolve(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
         if isinstance(value, list):
