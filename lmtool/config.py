@@ -755,11 +755,15 @@ def looks_like_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
 
 
-def check_references(config: Config, *, need_sources: bool = True) -> None:
-    """Check what the schema alone cannot: the model architecture exists, and the local paths the
-    config names exist (hub names are taken on trust: we may be offline)."""
+def check_references(config: Config) -> None:
+    """Check what the schema alone cannot: the model architecture and its `model.config` keys exist,
+    the batch sizes fit together, and the local paths the config names exist (hub names are taken on
+    trust: we may be offline)."""
+    from lmtool.config_checks import check_training
+
     if config.model.init_from is None:
         check_arch(config.model.arch)
+    check_training(config)
     from glob import glob
 
     for field, sources in (
@@ -775,7 +779,7 @@ def check_references(config: Config, *, need_sources: bool = True) -> None:
                     raise ConfigError(f"{field}.{i}.path", "glob matches no files", value=source.path)
             elif not os.path.exists(path):
                 raise ConfigError(f"{field}.{i}.path", "file or directory not found", value=source.path)
-    if need_sources and not config.data.sources and not os.path.isdir(config.data.processed_dir):
+    if not config.data.sources and not os.path.isdir(config.data.processed_dir):
         raise ConfigError(
             "data.sources",
             f"is empty and {config.data.processed_dir} does not exist: give at least one source",
