@@ -435,9 +435,6 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    source_file: str | None = Field(
-        None, exclude=True, description="File the config was read from (not part of the schema)."
-    )
 
 
 # =========================================================================== loading
@@ -462,9 +459,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     # `${...}` first, so a number or a boolean may come from the environment or another key;
     # then once more for the references in the defaults (e.g. evaluate.model).
     config = _validate(_interpolate(raw, located, _merged(Config().model_dump(mode="python"), raw)), located)
-    config = _validate(_interpolate(config.model_dump(mode="python"), located), located)
-    config.source_file = label if path is not None else None
-    return config
+    return _validate(_interpolate(config.model_dump(mode="python"), located), located)
 
 
 def dump_config(config: Config) -> str:
@@ -660,7 +655,7 @@ def _fields_at(loc: tuple) -> list[str]:
         model = _section_type(fields[part].annotation)
         if model is None:
             return []
-    return [name for name in getattr(model, "model_fields", {}) if name != "source_file"]
+    return list(getattr(model, "model_fields", {}))
 
 
 _REF = re.compile(r"\$\{([^}]+)\}")

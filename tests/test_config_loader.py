@@ -71,3 +71,10 @@ def test_env_interpolation_of_a_bad_number_names_the_key(tmp_path):
     path = write(tmp_path, "train:\n  max_steps: ${env:LMTOOL_STEPS}\n")
     result = run_cli("config", "validate", str(path), env={"LMTOOL_STEPS": "many"})
     assert_usage_error(result, "train.max_steps", "integer", "c.yaml:2")
+
+
+def test_source_file_is_not_a_config_key(tmp_path):
+    assert_usage_error(
+        run_cli("config", "validate", str(write(tmp_path, "source_file: x.yaml\n"))), "source_file"
+    )
+    assert "source_file" not in run_cli("config", "schema").stdout

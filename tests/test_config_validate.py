@@ -56,3 +56,14 @@ def test_validate_accepts_a_consistent_config(tmp_path, monkeypatch):
     extra = f"  global_batch_size: 16\n  resume: {tmp_path / 'ckpt'}\n"
     check_references(load_config(tiny(tmp_path, extra)))
     check_references(load_config(tiny(tmp_path), ["model.arch=lstm", "model.config={hidden_size: 64}"]))
+
+
+def test_preprocess_reads_positions_as_models_do(tmp_path):
+    """One place says which config key holds a model's positions (models.max_positions)."""
+    from lmtool.data.preprocess import model_positions
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "custom", "max_sequence_length": 64}')
+    config = load_config(tiny(tmp_path), [f"model.init_from={tmp_path / 'model'}"])
+    assert model_positions(config)[0] == 64
+    assert model_positions(load_config(tiny(tmp_path), ["model.config.n_positions=96"]))[0] == 96
