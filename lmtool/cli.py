@@ -9,11 +9,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from lmtool import __version__, console
-from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LmtoolError, Preempted
+from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, LmtoolError, Preempted
+
+# The exceptions of the click that typer runs on: typer >= 0.29 vendors click as `typer._click`,
+# older typers use the plain `click` package, so `click.ClickException` misses the first kind.
+_click = sys.modules[typer.BadParameter.__module__]
 
 app = typer.Typer(
     name="lmtool",
@@ -321,6 +324,18 @@ def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
 # --------------------------------------------------------------------------- entry point
 
 
+def _show_usage_error(exc: Exception) -> None:
+    """click's usage line and help hint, then one `error:` line; the whole help when nothing was given."""
+    if isinstance(exc, getattr(_click, "NoArgsIsHelpError", ())):
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        return
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        help_option = ctx.help_option_names[0]
+        sys.stderr.write(f"{ctx.get_usage()}\nTry '{ctx.command_path} {help_option}' for help.\n\n")
+    console.error(exc.format_message())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI, turning errors into one line on stderr and a documented exit code."""
     try:
@@ -333,15 +348,18 @@ def main(argv: list[str] | None = None) -> None:
     except Preempted as exc:
         console.warning(str(exc))
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
         console.error("interrupted")
         code = EXIT_INTERRUPTED
-    except click.ClickException as exc:
-        exc.show()
+    except _click.UsageError as exc:
+        _show_usage_error(exc)
+        code = EXIT_USAGE
+    except _click.ClickException as exc:
+        console.error(exc.format_message())
         code = exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: exit 1, traceback behind --debug
         if _state["debug"]:

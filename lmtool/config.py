@@ -16,29 +16,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmtool.config_yaml import compose_and_load, yaml_load
 from lmtool.errors import ConfigError, LmtoolError
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
-class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `3e-4` as a float (YAML 1.1 needs a dot: `3.0e-4`)."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
-
-
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- run
@@ -458,9 +444,6 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    source_file: str | None = Field(
-        None, exclude=True, description="File the config was read from (not part of the schema)."
-    )
 
 
 # =========================================================================== loading
@@ -482,11 +465,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         override_keys.add(tuple(keys))
 
     located = _Locator(label, lines, override_keys)
-    config = _validate(raw, located)
-    resolved = _interpolate(config.model_dump(mode="python"), located)
-    config = _validate(resolved, located)
-    config.source_file = label if path is not None else None
-    return config
+    # `${...}` first, so a number or a boolean may come from the environment or another key;
+    # then once more for the references in the defaults (e.g. evaluate.model).
+    config = _validate(_interpolate(raw, located, _merged(Config().model_dump(mode="python"), raw)), located)
+    return _validate(_interpolate(config.model_dump(mode="python"), located), located)
 
 
 def dump_config(config: Config) -> str:
@@ -521,8 +503,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise LmtoolError(f"cannot read config file {path}: {exc}") from None
     try:
-        node = yaml.compose(text, Loader=YamlLoader)
-        data = yaml_load(text)
+        node, data = compose_and_load(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -683,14 +664,41 @@ def _fields_at(loc: tuple) -> list[str]:
         model = _section_type(fields[part].annotation)
         if model is None:
             return []
-    return [name for name in getattr(model, "model_fields", {}) if name != "source_file"]
+    return list(getattr(model, "model_fields", {}))
 
 
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
-def _interpolate(data: dict, located: _Locator) -> dict:
-    """Replace `${a.b}` by the value at a.b and `${env:NAME}` by an environment variable."""
+def _merged(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
+    return out
+
+
+def _in_free_form(key: str) -> bool:
+    """Whether a dotted key lies in a free-form mapping (model.config), whose values no schema types."""
+    model: Any = Config
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", {})
+        if part.isdigit():
+            continue
+        if part not in fields:
+            return False
+        if getattr(fields[part].annotation, "__origin__", None) is dict:
+            return True
+        model = _section_type(fields[part].annotation)
+    return False
+
+
+def _interpolate(data: dict, located: _Locator, root: dict | None = None) -> dict:
+    """Replace `${a.b}` by the value at a.b (looked up in `root`, default `data`) and `${env:NAME}` by an
+    environment variable. The result is a string, which the schema turns into the number or boolean a
+    field wants; in model.config a value that is one whole `${...}` is read as YAML, like a --set value."""
+    root = data if root is None else root
 
     def lookup(ref: str, key: str, seen: tuple[str, ...]) -> str:
         if ref.startswith("env:"):
@@ -705,7 +713,7 @@ def _interpolate(data: dict, located: _Locator) -> dict:
             return os.environ[name]
         if ref in seen:
             raise ConfigError(key, f"circular reference ${{{ref}}}", has_value=False)
-        target: Any = data
+        target: Any = root
         for part in ref.split("."):
             if isinstance(target, dict) and part in target:
                 target = target[part]
@@ -724,7 +732,13 @@ def _interpolate(data: dict, located: _Locator) -> dict:
 
     def resolve(value: Any, key: str, seen: tuple[str, ...] = ()) -> Any:
         if isinstance(value, str):
-            return _REF.sub(lambda m: lookup(m.group(1).strip(), key, seen or (key,)), value)
+            text = _REF.sub(lambda m: lookup(m.group(1).strip(), key, seen or (key,)), value)
+            if text != value and _REF.fullmatch(value.strip()) and not seen and _in_free_form(key):
+                try:
+                    return yaml_load(text)
+                except yaml.YAMLError:
+                    return text
+            return text
         if isinstance(value, dict):
             return {k: resolve(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
         if isinstance(value, list):
@@ -745,11 +759,15 @@ def looks_like_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
 
 
-def check_references(config: Config, *, need_sources: bool = True) -> None:
-    """Check what the schema alone cannot: the model architecture exists, and the local paths the
-    config names exist (hub names are taken on trust: we may be offline)."""
+def check_references(config: Config) -> None:
+    """Check what the schema alone cannot: the model architecture and its `model.config` keys exist,
+    the batch sizes fit together, and the local paths the config names exist (hub names are taken on
+    trust: we may be offline)."""
+    from lmtool.config_checks import check_training
+
     if config.model.init_from is None:
         check_arch(config.model.arch)
+    check_training(config)
     from glob import glob
 
     for field, sources in (
@@ -765,7 +783,7 @@ def check_references(config: Config, *, need_sources: bool = True) -> None:
                     raise ConfigError(f"{field}.{i}.path", "glob matches no files", value=source.path)
             elif not os.path.exists(path):
                 raise ConfigError(f"{field}.{i}.path", "file or directory not found", value=source.path)
-    if need_sources and not config.data.sources and not os.path.isdir(config.data.processed_dir):
+    if not config.data.sources and not os.path.isdir(config.data.processed_dir):
         raise ConfigError(
             "data.sources",
             f"is empty and {config.data.processed_dir} does not exist: give at least one source",

@@ -47,7 +47,6 @@ from lmtool.data.tokenizer import (
 )
 from lmtool.errors import ConfigError, LmtoolError
 
-POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb")
 
@@ -122,21 +121,22 @@ def _check_block_size(config: Config) -> None:
 def model_positions(config: Config) -> tuple[int | None, str]:
     """The longest sequence the configured model takes, and where that number comes from.
     Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded."""
+    from types import SimpleNamespace
+
+    from lmtool.models import max_positions
+
     model = config.model
-    for name in POSITION_KEYS:
-        value = model.config.get(name)
-        if isinstance(value, int):
-            return value, f"model.config.{name}"
+    limit = max_positions(SimpleNamespace(**model.config))
+    if limit is not None:
+        return limit, "model.config"
     if model.init_from is not None:
         config_file = Path(os.path.expanduser(model.init_from)) / "config.json"
         try:
             saved = json.loads(config_file.read_text())
         except (OSError, ValueError):
             return None, ""
-        for name in POSITION_KEYS:
-            if isinstance(saved.get(name), int):
-                return saved[name], f"{config_file} {name}"
-        return None, ""
+        limit = max_positions(SimpleNamespace(**saved)) if isinstance(saved, dict) else None
+        return limit, str(config_file)
     if model.arch == "lstm":
         return None, ""
     try:
@@ -145,11 +145,8 @@ def model_positions(config: Config) -> tuple[int | None, str]:
         defaults = AutoConfig.for_model(model.arch)
     except (ValueError, KeyError):
         return None, ""  # unknown arch: `config validate` and pretrain report it
-    for name in POSITION_KEYS:
-        value = getattr(defaults, name, None)
-        if isinstance(value, int):
-            return value, f"default {name} of model.arch {model.arch}"
-    return None, ""
+    limit = max_positions(defaults)
+    return limit, f"the default of model.arch {model.arch}"
 
 
 def _quiet_datasets() -> None:

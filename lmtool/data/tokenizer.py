@@ -146,11 +146,6 @@ def tokenizer_fingerprint(config: TokenizerConfig) -> dict:
     return {"sha256": digest.hexdigest()}
 
 
-def vocab_size(tokenizer) -> int:
-    """Number of ids the tokenizer can emit (added tokens included)."""
-    return len(tokenizer)
-
-
 def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     """Ids without the tokenizer's own special tokens (the packer adds the separators), straight from
     the Rust backend: no offsets, no Python-side BatchEncoding."""

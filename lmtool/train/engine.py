@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from lmtool import __version__, console
+from lmtool import __version__, config_checks, console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.train import checkpoint, distributed
@@ -72,17 +72,7 @@ def make_plan(config: Config, n_train: int, world_size: int) -> Plan:
     """Turn batch and stopping options into micro-batch, accumulation and total steps (exit 2 if inconsistent)."""
     cfg, block = config.train, config.data.block_size
     per_micro = cfg.batch_size * world_size
-    if cfg.global_batch_tokens is not None:
-        sequences = max(round(cfg.global_batch_tokens / block), 1)
-        global_batch = max(round(sequences / per_micro), 1) * per_micro
-    else:
-        global_batch = cfg.global_batch_size or per_micro
-        if global_batch % per_micro:
-            raise ConfigError(
-                "train.global_batch_size",
-                f"must be a multiple of batch_size x processes = {cfg.batch_size} x {world_size} = {per_micro}",
-                value=global_batch,
-            )
+    global_batch = config_checks.global_batch(cfg, block, world_size)
     if n_train == 0:
         raise LmtoolError(
             f"the training split in {config.data.processed_dir} is empty: add data or lower data.block_size"

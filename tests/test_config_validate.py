@@ -1,0 +1,69 @@
+"""`config validate` catches what `pretrain` would refuse, before any training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmtool.config import check_references, load_config
+from lmtool.errors import ConfigError
+from tests.conftest import assert_usage_error, run_cli
+
+
+def tiny(tmp_path: Path, extra: str = "") -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"data:\n  sources: [{{path: {corpus}}}]\n"
+        "model:\n  arch: gpt2\n  config: {n_layer: 2, n_embd: 64, n_head: 2}\n"
+        "train:\n  batch_size: 4\n" + extra
+    )
+    return path
+
+
+def test_global_batch_not_a_multiple_of_the_micro_batch_exits_2(tmp_path):
+    result = run_cli("config", "validate", str(tiny(tmp_path)), "--set", "train.global_batch_size=10")
+    assert_usage_error(result, "train.global_batch_size", "multiple of batch_size x processes = 4 x 1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "match"),
+    [
+        (["train.global_batch_size=12"], "train.global_batch_size", "4 x 2 = 8"),  # under WORLD_SIZE=2
+        (
+            ["model.config.n_layers=3"],
+            "model.config.n_layers",
+            "not a gpt2 config key.*'model.config.n_layer'",
+        ),
+        (["model.arch=lstm", "model.config={n_layer: 2}"], "model.config.n_layer", "not a lstm config key"),
+        (["model.config.layer_norm_epsilon=.nan"], "model.config.layer_norm_epsilon", "finite"),
+        (["train.resume=/nonexistent/step-00000100"], "train.resume", "not found"),
+    ],
+)
+def test_validate_refuses_what_pretrain_would(tmp_path, monkeypatch, overrides, key, match):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = load_config(tiny(tmp_path), overrides)
+    with pytest.raises(ConfigError, match=match) as caught:
+        check_references(config)
+    assert caught.value.key == key
+
+
+def test_validate_accepts_a_consistent_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    (tmp_path / "ckpt").mkdir()
+    extra = f"  global_batch_size: 16\n  resume: {tmp_path / 'ckpt'}\n"
+    check_references(load_config(tiny(tmp_path, extra)))
+    check_references(load_config(tiny(tmp_path), ["model.arch=lstm", "model.config={hidden_size: 64}"]))
+
+
+def test_preprocess_reads_positions_as_models_do(tmp_path):
+    """One place says which config key holds a model's positions (models.max_positions)."""
+    from lmtool.data.preprocess import model_positions
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "custom", "max_sequence_length": 64}')
+    config = load_config(tiny(tmp_path), [f"model.init_from={tmp_path / 'model'}"])
+    assert model_positions(config)[0] == 64
+    assert model_positions(load_config(tiny(tmp_path), ["model.config.n_positions=96"]))[0] == 96
