@@ -233,10 +233,19 @@ def test_a_kill_between_the_last_checkpoint_and_final_does_not_repeat_the_final_
     assert evals == [6] and (tmp_path / "run" / "final" / "model.safetensors").exists()
 
 
-def test_keep_best_saves_the_best_checkpoint_when_the_eval_is_not_on_a_save_step(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize(
+    ("losses", "best_step"),
+    [
+        ([5.0, 4.0, 2.0, 3.0, 3.5, 4.0, 4.5], 9),  # evals at steps 3, 6, 9, ..., 18 and 20
+        ([5.0, 4.0, 2.0, 3.0, 3.5, 4.0, 1.0], 20),  # the final eval, after step 20 was saved, is the best
+    ],
+)
+def test_keep_best_keeps_the_best_checkpoint_in_addition_to_keep_last(
+    tmp_path, data, monkeypatch, losses, best_step
+):
     import lmtool.tasks
 
-    scripted = iter([5.0, 4.0, 2.0, 3.0, 3.5, 4.0, 4.5])  # evals at steps 3, 6, 9, ...: best at step 9
+    scripted = iter(losses)
     real_make_task = lmtool.tasks.make_task
 
     def make_task(*args, **kwargs):
@@ -259,6 +268,7 @@ def test_keep_best_saves_the_best_checkpoint_when_the_eval_is_not_on_a_save_step
     run_pretrain(load_config(config))
 
     root = tmp_path / "run" / "checkpoints"
-    assert _names(root) == ["step-00000009", "step-00000020"]
-    best = checkpoint.load_trainer_state(root / "step-00000009")["progress"]
-    assert best["step"] == 9 and best["best_step"] == 9 and best["best_loss"] == 2.0
+    assert _names(root) == sorted({checkpoint.checkpoint_name(best_step), "step-00000020"})
+    best = checkpoint.load_trainer_state(root / checkpoint.checkpoint_name(best_step))["progress"]
+    if best_step != 20:  # step 20 was saved before its eval
+        assert best["step"] == best_step and best["best_step"] == best_step and best["best_loss"] == 2.0

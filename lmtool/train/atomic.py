@@ -30,9 +30,12 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def old_name(final: Path) -> Path:

@@ -82,7 +82,8 @@ def prune_checkpoints(
     run_dir: Path, keep_last: int, best_step: int | None, written: int | None = None
 ) -> None:
     """Delete complete checkpoints older than the `keep_last` newest complete ones, except the best one and
-    the one just `written`. Incomplete ones neither count nor are deleted (the next start moves them aside)."""
+    the one just `written`. Incomplete ones are neither counted nor deleted: lmtool deletes only checkpoints
+    it can tell are whole and no longer needed (a broken one after the resumed step is moved aside at start)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return

@@ -338,6 +338,8 @@ class Trainer:
         whether rank 0 could write it (a full disk is exit 2), so that they stop together."""
         state = self.state
         if self._saved_step == state.step:
+            if self.env.is_main:
+                self._retain()  # the final eval may have found a new best since this step was saved
             return
         self._saved_step = state.step
         rng = checkpoint.rng_state()
@@ -370,8 +372,11 @@ class Trainer:
         checkpoint.save_checkpoint(
             self.run_dir, state.step, self.raw_model, self.tokenizer, dump_config(self.config), payload
         )
-        best = state.best_step if self.cfg.keep_best else None
-        checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best, written=state.step)
+        self._retain()
+
+    def _retain(self) -> None:
+        best = self.state.best_step if self.cfg.keep_best else None
+        checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best, written=self._saved_step)
 
     def _restore(self, path: Path) -> None:
         checkpoint.load_model_weights(self.raw_model, path)
