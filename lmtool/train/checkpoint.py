@@ -109,9 +109,11 @@ def start_lineage(run_dir: Path, resumed: Path | None) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:  # killed between the two renames of a re-save: this is the checkpoint
                 os.replace(path, current)
-    after = -1
-    if resumed is not None and Path(resumed).resolve().parent == root.resolve():
-        after = _step_of(Path(resumed))
+    after, origin = -1, "this run starts from scratch"
+    if resumed is not None:
+        origin = f"this run resumes from {resumed}"
+        if Path(resumed).resolve().parent == root.resolve():
+            after = _step_of(Path(resumed))
     later = [step for step in sorted(_steps(root)) if step > after]
     if not later:
         return
@@ -123,10 +125,9 @@ def start_lineage(run_dir: Path, resumed: Path | None) -> None:
     for step in later:
         os.replace(root / checkpoint_name(step), aside / checkpoint_name(step))
     atomic.fsync(root)
-    start = f"this run resumes from step {after}" if after >= 0 else "this run starts from scratch"
     console.warning(
         f"moved {len(later)} checkpoint(s) ({', '.join(checkpoint_name(s) for s in later)}) to {aside}: "
-        f"{start}, so they are not part of its line of checkpoints"
+        f"{origin}, so they are not part of its line of checkpoints"
     )
 
 
