@@ -315,8 +315,13 @@ class TrainConfig(Section):
     save_every: int = Field(
         1000, ge=0, description="Save a checkpoint every N steps (0 = only at the end and on signals)."
     )
-    keep_last: int = Field(3, ge=1, description="Keep this many most recent checkpoints.")
-    keep_best: bool = Field(False, description="Also keep the checkpoint with the best validation loss.")
+    keep_last: int = Field(
+        3, ge=1, description="Keep this many most recent complete checkpoints of the run's current line."
+    )
+    keep_best: bool = Field(
+        False,
+        description="Also keep the checkpoint with the best validation loss (saved when an eval finds a new best).",
+    )
     resume: str = Field(
         "auto",
         description="auto: continue from the latest complete checkpoint in output_dir; never: start fresh; or a checkpoint path.",

@@ -1,11 +1,17 @@
-"""Checkpoints: atomic writes, retention, discovery of the latest complete one, and loading.
+"""Checkpoints: atomic writes, integrity, retention, lineage, discovery of the latest good one, and loading.
 
 A checkpoint `checkpoints/step-XXXXXXXX/` is a `save_pretrained` directory (safetensors, config,
 tokenizer) that plain `transformers` loads, plus `trainer_state.pt` (optimizer, scheduler, scaler,
 RNG states, data position, counters) and `checkpoint.json`, written last, listing every file with
-its size. It is written under a temporary name, fsynced, then renamed, so a crash mid-write
-leaves a `.tmp-*` directory that discovery ignores; a directory whose files do not match its
-`checkpoint.json` (e.g. truncated by a full disk) is ignored too.
+its size and sha256. It is written under a temporary name, fsynced, then renamed (see
+`lmtool.train.atomic`), so a crash mid-write leaves a `.tmp-*` directory that discovery ignores and
+the next start removes. A checkpoint is *complete* when every listed file has its recorded size (cheap:
+retention checks this) and *intact* when the hashes match too (checked on the one a run resumes from;
+a bad one is skipped for the previous one).
+
+Lineage: a run resumed from step S continues the line of checkpoints up to S. At its start, checkpoints
+after S (an abandoned branch after a rollback, or broken ones) are moved to
+`checkpoints/abandoned-<UTC time>/`, so that retention and `resume: auto` only see the current line.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +31,14 @@ from safetensors.torch import load_file
 
 from lmtool import console
 from lmtool.errors import LmtoolError
+from lmtool.train import atomic
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 MANIFEST = "checkpoint.json"
 _NAME = re.compile(r"^step-(\d{8})$")
+_OLD = re.compile(r"^\.old-step-(\d{8})$")  # the previous copy during a re-save (atomic.replace_dir)
+_TMP = re.compile(r"^\.tmp-step-\d{8}-\d+$")  # a save in progress, or killed
 
 
 def checkpoint_name(step: int) -> str:
@@ -41,48 +51,84 @@ def checkpoint_name(step: int) -> str:
 def save_checkpoint(
     run_dir: Path, step: int, model, tokenizer, config_yaml: str, state: dict[str, Any]
 ) -> Path:
-    """Write checkpoint `step` atomically and return its directory (rank 0 only)."""
+    """Write checkpoint `step` atomically and return its directory (rank 0 only).
+
+    A full disk is an LmtoolError; the partial copy is removed at once and earlier checkpoints stay.
+    """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    (tmp / "lmtool_config.yaml").write_text(config_yaml, encoding="utf-8")
-    torch.save(state, tmp / STATE_FILE)
-    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
-    for path in tmp.iterdir():
-        _fsync(path)
-    _fsync(tmp)
-    if final.exists():  # re-saving the same step (e.g. end of run right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(root)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / "lmtool_config.yaml").write_text(config_yaml, encoding="utf-8")
+        with (tmp / STATE_FILE).open("wb") as file:  # through Python: a full disk raises OSError(ENOSPC)
+            torch.save(state, file)
+        files = sorted(p for p in tmp.iterdir() if p.is_file())
+        manifest = {
+            "step": step,
+            "files": {p.name: p.stat().st_size for p in files},
+            "sha256": {p.name: atomic.sha256_file(p) for p in files},  # read back from the page cache
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+    atomic.write_dir(root / f".tmp-{final.name}-{os.getpid()}", final, write, f"step {step}")
     return final
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def prune_checkpoints(run_dir: Path, keep_last: int, best_step: int | None) -> None:
-    """Delete all but the `keep_last` newest checkpoints (and the best one, when kept), and stale temp dirs."""
+def prune_checkpoints(
+    run_dir: Path, keep_last: int, best_step: int | None, written: int | None = None
+) -> None:
+    """Delete complete checkpoints older than the `keep_last` newest complete ones, except the best one and
+    the one just `written`. Incomplete ones are neither counted nor deleted: lmtool deletes only checkpoints
+    it can tell are whole and no longer needed (a broken one after the resumed step is moved aside at start)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return
-    steps = sorted(_steps(root))
-    for step in steps[:-keep_last]:
-        if step != best_step:
+    complete = [step for step in sorted(_steps(root)) if is_complete(root / checkpoint_name(step))]
+    keep = {*complete[-keep_last:], best_step, written}
+    for step in complete:
+        if step not in keep:
             shutil.rmtree(root / checkpoint_name(step), ignore_errors=True)
-    for tmp in root.glob(".tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_lineage(run_dir: Path, resumed: Path | None) -> None:
+    """Before the first step (rank 0, run directory locked): clear what a killed save left, and move the
+    checkpoints that are not part of this run's line (all after the resumed step) aside, saying so."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return
+    for path in sorted(root.iterdir()):
+        if _TMP.match(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+        elif _OLD.match(path.name):
+            current = root / path.name.removeprefix(".old-")
+            if current.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # killed between the two renames of a re-save: this is the checkpoint
+                os.replace(path, current)
+    after, origin = -1, "this run starts from scratch"
+    if resumed is not None:
+        origin = f"this run resumes from {resumed}"
+        if Path(resumed).resolve().parent == root.resolve():
+            after = _step_of(Path(resumed))
+    later = [step for step in sorted(_steps(root)) if step > after]
+    if not later:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside, n = root / f"abandoned-{stamp}", 1
+    while aside.exists():
+        aside, n = root / f"abandoned-{stamp}-{n}", n + 1
+    aside.mkdir()
+    for step in later:
+        os.replace(root / checkpoint_name(step), aside / checkpoint_name(step))
+    atomic.fsync(root)
+    console.warning(
+        f"moved {len(later)} checkpoint(s) ({', '.join(checkpoint_name(s) for s in later)}) to {aside}: "
+        f"{origin}, so they are not part of its line of checkpoints"
+    )
 
 
 # --------------------------------------------------------------------------- discovery
@@ -92,25 +138,63 @@ def _steps(root: Path) -> list[int]:
     return [int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
 
 
+def _step_of(path: Path) -> int:
+    match = _NAME.match(path.name) or _OLD.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def _candidates(root: Path) -> dict[int, Path]:
+    """step → directory; a `.old-step-*` copy stands in for its step when a kill fell mid re-save."""
+    found = {}
+    for path in root.iterdir():
+        if path.is_dir() and (match := _NAME.match(path.name) or _OLD.match(path.name)):
+            step = int(match.group(1))
+            if step not in found or path.name.startswith("step-"):
+                found[step] = path
+    return found
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+
+
 def is_complete(path: Path) -> bool:
     """Every file the manifest lists is present with the recorded size."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        return all((path / name).stat().st_size == size for name, size in manifest["files"].items())
+        return all((path / name).stat().st_size == size for name, size in _manifest(path)["files"].items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
+def verify(path: Path) -> str | None:
+    """None when the checkpoint is complete and every file matches its recorded sha256, else what is wrong.
+
+    Checkpoints written before hashes were recorded are checked by size only.
+    """
+    if not is_complete(path):
+        return f"files missing or cut short, or no valid {MANIFEST}"
+    try:
+        digests = _manifest(path).get("sha256", {})
+        for name, digest in digests.items():
+            if atomic.sha256_file(path / name) != digest:
+                return f"{name} does not match its sha256 in {MANIFEST}"
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return f"cannot check its sha256 sums ({exc})"
+    return None
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint in `run_dir/checkpoints`, skipping (with a warning) broken ones."""
+    """The newest intact checkpoint in `run_dir/checkpoints`, skipping (with a warning) broken ones."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return None
-    for step in sorted(_steps(root), reverse=True):
-        path = root / checkpoint_name(step)
-        if is_complete(path):
+    candidates = _candidates(root)
+    for step in sorted(candidates, reverse=True):
+        path = candidates[step]
+        problem = verify(path)
+        if problem is None:
             return path
-        console.warning(f"ignoring incomplete checkpoint {path}")
+        console.warning(f"ignoring checkpoint {path} ({problem}); trying the previous one")
     return None
 
 
@@ -136,8 +220,9 @@ def resolve_resume(run_dir: Path, resume: str, overwrite: bool) -> tuple[Path | 
     path = Path(resume).expanduser()
     if not path.is_dir():
         raise LmtoolError(f"train.resume: checkpoint directory not found: {resume}")
-    if not is_complete(path):
-        raise LmtoolError(f"train.resume: {resume} is not a complete lmtool checkpoint (no valid {MANIFEST})")
+    problem = verify(path)
+    if problem is not None:
+        raise LmtoolError(f"train.resume: {resume} is not a complete lmtool checkpoint: {problem}")
     return path, False
 
 

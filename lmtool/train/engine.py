@@ -10,7 +10,6 @@ any split of the same global batch gives the same step.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader
 from lmtool import __version__, config_checks, console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
-from lmtool.train import checkpoint, distributed
+from lmtool.train import atomic, checkpoint, distributed
 from lmtool.train.data_order import OrderedView, RankBatches
 from lmtool.train.metrics import (
     MetricsSink,
@@ -153,6 +152,8 @@ class Trainer:
             self._restore(self.resume_from)
         plan, state = self.plan, self.state
         self._open_run_dir()
+        if self.env.is_main:
+            checkpoint.start_lineage(self.run_dir, self.resume_from)
         self._announce()
         batches = iter(self._loader(state.samples_seen))
         self.model.train()
@@ -284,9 +285,18 @@ class Trainer:
     # ------------------------------------------------------------------ eval, logging, saving
 
     def _evaluate(self) -> None:
-        """Validation metrics on rank 0 (the other ranks wait at their next collective)."""
-        if not self.env.is_main or self.eval_data is None or len(self.eval_data) == 0:
-            return
+        """Validation metrics on rank 0 (the other ranks wait at their next collective). With keep_best a new
+        best is saved at once, so the best checkpoint exists whether or not the eval falls on a save step."""
+        improved = self.env.is_main and self._validate()
+        if self.cfg.keep_best and distributed.any_rank(improved, self.device):
+            self._save()
+
+    def _validate(self) -> bool:
+        """Rank 0: evaluate and log; return whether the loss is a new best. A step is evaluated once: a run
+        killed after its final checkpoint but before final/ resumes with that eval already in the metrics."""
+        state = self.state
+        if self.eval_data is None or len(self.eval_data) == 0 or self.sink.evaluated(state.step):
+            return False
         evaluator = self.task.evaluator()
         self.raw_model.eval()
         with torch.no_grad(), self.precision.autocast():
@@ -294,12 +304,13 @@ class Trainer:
                 evaluator.update(self.raw_model, batch)
         self.raw_model.train()
         metrics = evaluator.compute()
-        state = self.state
-        if state.best_loss is None or metrics["loss"] < state.best_loss:
+        improved = state.best_loss is None or metrics["loss"] < state.best_loss
+        if improved:
             state.best_loss, state.best_step = metrics["loss"], state.step
         self.sink.write({"type": "eval", "step": state.step, **metrics})
         shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "tokens")
         console.info(f"eval step {state.step}: {shown}")
+        return improved
 
     def _mfu(self, tokens_per_s: float) -> float:
         return model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.env.world_size)
@@ -325,9 +336,12 @@ class Trainer:
             console.info(line)
 
     def _save(self) -> None:
-        """Checkpoint (all ranks gather their RNG states; rank 0 writes), then apply retention."""
+        """Checkpoint (all ranks gather their RNG states; rank 0 writes), then apply retention. All ranks learn
+        whether rank 0 could write it (a full disk is exit 2), so that they stop together."""
         state = self.state
         if self._saved_step == state.step:
+            if self.env.is_main:
+                self._retain()  # the final eval may have found a new best since this step was saved
             return
         self._saved_step = state.step
         rng = checkpoint.rng_state()
@@ -336,14 +350,23 @@ class Trainer:
             torch.distributed.all_gather_object(per_rank, rng)
         else:
             per_rank = [rng]
-        if not self.env.is_main:
-            return
+        failure = None
+        if self.env.is_main:
+            try:
+                self._write_checkpoint(per_rank)
+            except LmtoolError as exc:
+                failure = exc
+        if distributed.any_rank(failure is not None, self.device):
+            raise failure or LmtoolError(f"rank 0 could not save the checkpoint of step {state.step}")
+
+    def _write_checkpoint(self, rng_per_rank: list) -> None:
+        state = self.state
         payload = {
             "progress": asdict(state),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": per_rank,
+            "rng": rng_per_rank,
             "world_size": self.env.world_size,
             "global_batch": self.plan.global_batch,
             "lmtool_version": __version__,
@@ -351,8 +374,11 @@ class Trainer:
         checkpoint.save_checkpoint(
             self.run_dir, state.step, self.raw_model, self.tokenizer, dump_config(self.config), payload
         )
-        best = state.best_step if self.cfg.keep_best else None
-        checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best)
+        self._retain()
+
+    def _retain(self) -> None:
+        best = self.state.best_step if self.cfg.keep_best else None
+        checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best, written=self._saved_step)
 
     def _restore(self, path: Path) -> None:
         checkpoint.load_model_weights(self.raw_model, path)
@@ -377,6 +403,8 @@ class Trainer:
             console.warning(
                 f"global batch changed from {saved['global_batch']} to {self.plan.global_batch} sequences on resume"
             )
+        if Path(path).resolve().parent == (self.run_dir / checkpoint.CHECKPOINTS).resolve():
+            self._saved_step = self.state.step  # already saved: a run resumed at its end does not save again
         console.info(
             f"resuming from {path} (step {self.state.step}, {self.state.samples_seen:,} samples seen)"
         )
@@ -407,15 +435,20 @@ class Trainer:
         )
 
     def _write_final(self) -> Path:
-        """final/: the trained model and tokenizer as a plain save_pretrained directory (atomic rename)."""
+        """final/: the trained model and tokenizer as a plain save_pretrained directory, swapped in atomically."""
         final = self.run_dir / "final"
+        failure = None
         if self.env.is_main:
-            tmp = self.run_dir / ".tmp-final"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.raw_model.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+
+            def write(tmp: Path) -> None:
+                self.raw_model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+
+            try:
+                atomic.write_dir(self.run_dir / ".tmp-final", final, write, "the final model")
+            except LmtoolError as exc:
+                failure = exc
             self.sink.close()
-        distributed.barrier()
+        if distributed.any_rank(failure is not None, self.device):  # also the barrier: final/ is in place
+            raise failure or LmtoolError(f"rank 0 could not write {final}")
         return final

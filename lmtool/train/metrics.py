@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lmtool import console
+from lmtool.train import atomic
 
 if TYPE_CHECKING:
     from lmtool.train.engine import Progress
@@ -52,6 +53,7 @@ class MetricsSink:
 
     def __init__(self, path: Path, tensorboard_dir: Path | None = None):
         self.path = Path(path)
+        last_step, self._eval_steps = _recorded_steps(self.path)
         self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         if tensorboard_dir is not None:
@@ -62,11 +64,20 @@ class MetricsSink:
                     "logging.tensorboard is on but tensorboard is not installed (pip install 'lmtool[tensorboard]')"
                 )
             else:
-                self._tb = SummaryWriter(str(tensorboard_dir))
+                # TensorBoard gets the records metrics.jsonl gets, and a resumed run has truncated that file:
+                # events past its last record are from steps the run redoes, so they are purged.
+                purge = last_step + 1 if Path(tensorboard_dir).is_dir() else None
+                self._tb = SummaryWriter(str(tensorboard_dir), purge_step=purge)
+
+    def evaluated(self, step: int) -> bool:
+        """Whether metrics.jsonl has the eval record of `step` (a run resumed at its end has its final eval)."""
+        return step in self._eval_steps
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if record["type"] == "eval":
+            self._eval_steps.add(record["step"])
         if self._tb is not None:
             for key, value in record.items():
                 if isinstance(value, int | float) and key != "step":
@@ -78,18 +89,35 @@ class MetricsSink:
             self._tb.close()
 
 
+def _parse(text: str) -> list[tuple[str, dict]]:
+    """(line, record) for each line of a metrics file that parses (a line cut short by a kill does not)."""
+    pairs = []
+    for line in text.splitlines():
+        try:
+            pairs.append((line, json.loads(line)))
+        except ValueError:
+            continue
+    return pairs
+
+
+def _recorded_steps(path: Path) -> tuple[int, set[int]]:
+    """(last step with a record, steps with an eval record) in a metrics file."""
+    records = [record for _, record in _parse(path.read_text(encoding="utf-8"))] if path.exists() else []
+    last = max((record.get("step", 0) for record in records), default=0)
+    return last, {record.get("step", 0) for record in records if record.get("type") == "eval"}
+
+
 def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop records past `after_step` (a resumed run rewrites them), so each step appears once."""
+    """Drop records past `after_step` (a resumed run rewrites them), so each step appears once.
+
+    The file is replaced, not rewritten in place: a kill or a full disk meanwhile leaves the old history.
+    """
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= after_step:
-                kept.append(line)
-        except ValueError:
-            continue  # a line cut short by a kill
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    kept = [line for line, record in _parse(text) if record.get("step", 0) <= after_step]
+    if text != "".join(f"{line}\n" for line in kept):
+        atomic.rewrite_lines(path, kept)
 
 
 def matmul_parameters(model: nn.Module) -> int:
