@@ -459,12 +459,30 @@ def test_cleaner_normalises_and_collapses():
     assert Cleaner(CleanConfig())("e\u0301") == "\u00e9"  # NFC
 
 
+@pytest.mark.parametrize("keep_linebreaks", [True, False])
+def test_cleaning_turns_separators_into_whitespace_instead_of_gluing_words(keep_linebreaks):
+    from lmtool.config import CleanConfig
+    from lmtool.data.clean import Cleaner
+
+    clean = Cleaner(CleanConfig(keep_linebreaks=keep_linebreaks)).normalize
+    line, paragraph = ("\n", "\n\n") if keep_linebreaks else (" ", " ")
+    assert clean("one.\x0cPage two") == f"one.{paragraph}Page two"  # form feed: a page break
+    assert clean("line one\x85line two") == f"line one{line}line two"  # NEL
+    assert clean("a\x0bb\u2028c\u2029d") == f"a{line}b{line}c{paragraph}d"  # VT, LS, PS
+    assert clean("r1\x1er2\x1dg\x1cf\x1fu") == f"r1{line}r2{line}g{line}f u"  # RS, GS, FS, US
+    assert clean("bell\x07 and\x00nul") == "bell andnul"  # other control characters still go
+    raw = Cleaner(CleanConfig(remove_control_chars=False, collapse_whitespace=False)).normalize
+    assert raw("one.\x0cPage\x07") == "one.\n\nPage\x07"
+
+
 def reference_normalize(text: str, cfg) -> str:
     """The cleaning rules written as plain regex substitutions: the definition the fast paths keep."""
     import re
     import unicodedata
 
     text = unicodedata.normalize(cfg.normalize, text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = re.sub(r"[\x0c\u2029]", "\n\n", re.sub(r"[\x0b\x1c-\x1e\x85\u2028]", "\n", text))
+    text = text.replace("\x1f", " ")
     if cfg.remove_control_chars:
         text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)
     if cfg.collapse_whitespace:
