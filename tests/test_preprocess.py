@@ -184,6 +184,37 @@ def test_validation_split_is_seeded_and_complete(tmp_path):
     assert decoded_docs(again, "validation") == val
 
 
+def test_documents_stay_on_their_side_of_the_split_when_the_corpus_changes(tmp_path):
+    def split(docs: list[str], name: str) -> tuple[list[str], list[str]]:
+        (tmp_path / f"{name}.txt").write_text("\n\n".join(docs) + "\n")
+        config = make_config(
+            tmp_path,
+            [{"path": str(tmp_path / f"{name}.txt")}],
+            validation_fraction=0.3,
+            processed_dir=str(tmp_path / name),
+        )
+        out = run_preprocess(config)
+        return decoded_docs(out, "train"), decoded_docs(out, "validation")
+
+    train, val = split(EXPECTED, "before")
+    added = [f"A new document {i} about nothing in particular." for i in range(3)]
+    train2, val2 = split(added[:2] + EXPECTED[:20] + added[2:] + EXPECTED[20:], "after")
+    assert val and train
+    assert [d for d in val2 if d not in added] == val
+    assert [d for d in train2 if d not in added] == train
+
+
+def test_hold_out_takes_the_fraction_and_depends_on_the_seed():
+    from lmtool.data.documents import HoldOut
+
+    docs = [f"document {i}".encode() for i in range(4000)]
+    held = [d for d in docs if HoldOut(7, 0.1)(d)]
+    assert 320 < len(held) < 480
+    assert held == [d for d in docs if HoldOut(7, 0.1)(d)]
+    assert held != [d for d in docs if HoldOut(8, 0.1)(d)]
+    assert not any(HoldOut(7, 0.0)(d) for d in docs)
+
+
 def test_separate_validation_source(tmp_path):
     (tmp_path / "v.txt").write_text("held out one\n\nheld out two\n")
     config = make_config(
