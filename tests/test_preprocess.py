@@ -258,6 +258,19 @@ def test_mlm_blocks_are_cls_window_sep_with_wordpiece(tmp_path):
     assert tok.decode(tok("Hello World")["input_ids"]) == "[CLS] hello world [SEP]"
 
 
+def test_literal_bert_special_tokens_in_mlm_documents_are_text(tmp_path):
+    docs = [f"Document {i} writes [SEP] and [MASK] and [CLS] literally" for i in range(30)]
+    (tmp_path / "c.txt").write_text("\n\n".join(docs))
+    config = make_config(tmp_path, [{"path": str(tmp_path / "c.txt")}], objective="mlm", block_size=16)
+    out = run_preprocess(config)
+    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    rows = datasets.load_from_disk(str(out / "train"))["input_ids"]
+    inner = [i for r in rows for i in r[1:-1]]
+    assert inner.count(tok.sep_token_id) == len(docs)  # the separators lmtool adds, nothing else
+    assert tok.mask_token_id not in inner and tok.cls_token_id not in inner
+    assert "[ sep ] and [ mask ]" in tok.decode(inner).lower()
+
+
 def test_existing_tokenizer_path_gets_a_pad_token(tmp_path, shared_data):
     config = make_config(tmp_path, [write_txt_paragraph(tmp_path)])
     config.tokenizer.train, config.tokenizer.path = None, str(shared_data / "gpt2-tokenizer")
