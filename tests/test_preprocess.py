@@ -339,6 +339,17 @@ def test_one_pass_with_an_existing_tokenizer_equals_the_two_pass_build(tmp_path,
 # --------------------------------------------------------------------------- cache
 
 
+def test_cache_key_changes_with_the_data_format(tmp_path, monkeypatch):
+    from lmtool.data import preprocess
+    from lmtool.data import sources as src
+
+    config = make_config(tmp_path, [write_txt_paragraph(tmp_path)])
+    sources = [src.resolve(config.data.sources[0], "data.sources.0")]
+    key = preprocess.content_key(config, sources)
+    monkeypatch.setattr(preprocess, "DATA_FORMAT", preprocess.DATA_FORMAT + 1)
+    assert preprocess.content_key(config, sources) != key
+
+
 def test_second_run_is_a_cache_hit_and_changes_are_detected(tmp_path, capsys):
     source = write_txt_paragraph(tmp_path)
     out = run_preprocess(make_config(tmp_path, [source]))
