@@ -86,7 +86,7 @@ def test_gpt2_and_trained_bpes_give_the_same_ids_through_tiktoken(shared_data):
         started = time.perf_counter()
         encoding = tiktoken_encoding(tokenizer.backend_tokenizer)
         assert encoding is not None
-        assert time.perf_counter() - started < 10  # GPT-2: ~1.5 s, ~0.5 s of it checking the 50k merges
+        assert time.perf_counter() - started < 10  # GPT-2: ~0.5 s, ~0.15 s of it checking the 50k merges
         backend = ordinary_backend(tokenizer)  # special tokens' text (in TRICKY) encoded as text
         for text in texts:
             expected = backend.encode(text, add_special_tokens=False).ids
