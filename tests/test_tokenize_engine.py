@@ -137,6 +137,12 @@ def test_tokenizers_tiktoken_cannot_express_are_not_converted():
     assert tiktoken_encoding(with_added) is None
     prefixed.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     assert tiktoken_encoding(prefixed) is None
+    # With ignore_merges, `tokenizers` emits a whole-piece token that no merge makes; tiktoken cannot.
+    for extra, convertible in (({}, True), ({"xyz": 257}, False)):
+        vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())} | {"ab": 256, **extra}
+        loose = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")], ignore_merges=True))
+        loose.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        assert (tiktoken_encoding(loose) is not None) == convertible
     # tiktoken merges by the id of the result, so ids out of merge order would change the merges.
     assert tiktoken_encoding(byte_level_bpe([("a", "b"), ("b", "c")], [257, 256])) is None
 

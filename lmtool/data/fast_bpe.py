@@ -47,6 +47,11 @@ def tiktoken_encoding(backend, separator: int | None = None):
     ranks = _merge_ranks(model)
     if ranks is None:
         return None
+    # With ignore_merges, `tokenizers` gives a piece that is a whole token as that token, even one no
+    # merge makes; tiktoken knows only single bytes and merge results.
+    unranked = set(model["vocab"].values()) - set(ranks.values()) - {t["id"] for t in added}
+    if model.get("ignore_merges") and unranked:
+        return None
     unreached = _unreached_merge(model)
     if unreached is not None:
         console.warning(
