@@ -237,3 +237,20 @@ def test_literal_special_tokens_in_documents_are_text_with_either_engine(tmp_pat
     assert len(ends) == len(docs) and ends[-1] == len(ids) - 1  # one EOS per document, at its end
     starts = [0] + [n + 1 for n in ends[:-1]]
     assert [gpt2.decode(ids[a:b]) for a, b in zip(starts, ends, strict=True)] == docs
+
+
+def test_a_separator_that_overlaps_itself_never_joins_documents():
+    # Joined by "##", "ends with #" and "next" would read "ends with ###next##": the first "##" found
+    # would take the document's own "#", so such a separator is never used to join a batch.
+    tok = byte_level_bpe([("a", "b")], [256])
+    tok.add_special_tokens(["##"])
+    separator = tok.token_to_id("##")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="##")
+    encoder = choose_encoder(tokenizer, separator, ["some sample text"], "auto")
+    assert encoder.name == "tiktoken"
+    backend = ordinary_backend(tokenizer)
+    for docs in (["ends with #", "next"], ["## in it ##", "#"]):
+        expected = [
+            i for doc in docs for i in [*backend.encode(doc, add_special_tokens=False).ids, separator]
+        ]
+        assert encoder(docs).tolist() == expected
