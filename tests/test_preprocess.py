@@ -184,6 +184,37 @@ def test_validation_split_is_seeded_and_complete(tmp_path):
     assert decoded_docs(again, "validation") == val
 
 
+def test_documents_stay_on_their_side_of_the_split_when_the_corpus_changes(tmp_path):
+    def split(docs: list[str], name: str) -> tuple[list[str], list[str]]:
+        (tmp_path / f"{name}.txt").write_text("\n\n".join(docs) + "\n")
+        config = make_config(
+            tmp_path,
+            [{"path": str(tmp_path / f"{name}.txt")}],
+            validation_fraction=0.3,
+            processed_dir=str(tmp_path / name),
+        )
+        out = run_preprocess(config)
+        return decoded_docs(out, "train"), decoded_docs(out, "validation")
+
+    train, val = split(EXPECTED, "before")
+    added = [f"A new document {i} about nothing in particular." for i in range(3)]
+    train2, val2 = split(added[:2] + EXPECTED[:20] + added[2:] + EXPECTED[20:], "after")
+    assert val and train
+    assert [d for d in val2 if d not in added] == val
+    assert [d for d in train2 if d not in added] == train
+
+
+def test_hold_out_takes_the_fraction_and_depends_on_the_seed():
+    from lmtool.data.documents import HoldOut
+
+    docs = [f"document {i}".encode() for i in range(4000)]
+    held = [d for d in docs if HoldOut(7, 0.1)(d)]
+    assert 320 < len(held) < 480
+    assert held == [d for d in docs if HoldOut(7, 0.1)(d)]
+    assert held != [d for d in docs if HoldOut(8, 0.1)(d)]
+    assert not any(HoldOut(7, 0.0)(d) for d in docs)
+
+
 def test_separate_validation_source(tmp_path):
     (tmp_path / "v.txt").write_text("held out one\n\nheld out two\n")
     config = make_config(
@@ -225,6 +256,19 @@ def test_mlm_blocks_are_cls_window_sep_with_wordpiece(tmp_path):
         == [tok.decode(tok(d)["input_ids"], skip_special_tokens=True) for d in EXPECTED][: len(EXPECTED) - 3]
     )
     assert tok.decode(tok("Hello World")["input_ids"]) == "[CLS] hello world [SEP]"
+
+
+def test_literal_bert_special_tokens_in_mlm_documents_are_text(tmp_path):
+    docs = [f"Document {i} writes [SEP] and [MASK] and [CLS] literally" for i in range(30)]
+    (tmp_path / "c.txt").write_text("\n\n".join(docs))
+    config = make_config(tmp_path, [{"path": str(tmp_path / "c.txt")}], objective="mlm", block_size=16)
+    out = run_preprocess(config)
+    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    rows = datasets.load_from_disk(str(out / "train"))["input_ids"]
+    inner = [i for r in rows for i in r[1:-1]]
+    assert inner.count(tok.sep_token_id) == len(docs)  # the separators lmtool adds, nothing else
+    assert tok.mask_token_id not in inner and tok.cls_token_id not in inner
+    assert "[ sep ] and [ mask ]" in tok.decode(inner).lower()
 
 
 def test_existing_tokenizer_path_gets_a_pad_token(tmp_path, shared_data):
@@ -293,6 +337,17 @@ def test_one_pass_with_an_existing_tokenizer_equals_the_two_pass_build(tmp_path,
 
 
 # --------------------------------------------------------------------------- cache
+
+
+def test_cache_key_changes_with_the_data_format(tmp_path, monkeypatch):
+    from lmtool.data import preprocess
+    from lmtool.data import sources as src
+
+    config = make_config(tmp_path, [write_txt_paragraph(tmp_path)])
+    sources = [src.resolve(config.data.sources[0], "data.sources.0")]
+    key = preprocess.content_key(config, sources)
+    monkeypatch.setattr(preprocess, "DATA_FORMAT", preprocess.DATA_FORMAT + 1)
+    assert preprocess.content_key(config, sources) != key
 
 
 def test_second_run_is_a_cache_hit_and_changes_are_detected(tmp_path, capsys):
@@ -459,12 +514,30 @@ def test_cleaner_normalises_and_collapses():
     assert Cleaner(CleanConfig())("e\u0301") == "\u00e9"  # NFC
 
 
+@pytest.mark.parametrize("keep_linebreaks", [True, False])
+def test_cleaning_turns_separators_into_whitespace_instead_of_gluing_words(keep_linebreaks):
+    from lmtool.config import CleanConfig
+    from lmtool.data.clean import Cleaner
+
+    clean = Cleaner(CleanConfig(keep_linebreaks=keep_linebreaks)).normalize
+    line, paragraph = ("\n", "\n\n") if keep_linebreaks else (" ", " ")
+    assert clean("one.\x0cPage two") == f"one.{paragraph}Page two"  # form feed: a page break
+    assert clean("line one\x85line two") == f"line one{line}line two"  # NEL
+    assert clean("a\x0bb\u2028c\u2029d") == f"a{line}b{line}c{paragraph}d"  # VT, LS, PS
+    assert clean("r1\x1er2\x1dg\x1cf\x1fu") == f"r1{line}r2{line}g{line}f u"  # RS, GS, FS, US
+    assert clean("bell\x07 and\x00nul") == "bell andnul"  # other control characters still go
+    raw = Cleaner(CleanConfig(remove_control_chars=False, collapse_whitespace=False)).normalize
+    assert raw("one.\x0cPage\x07") == "one.\n\nPage\x07"
+
+
 def reference_normalize(text: str, cfg) -> str:
     """The cleaning rules written as plain regex substitutions: the definition the fast paths keep."""
     import re
     import unicodedata
 
     text = unicodedata.normalize(cfg.normalize, text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = re.sub(r"[\x0c\u2029]", "\n\n", re.sub(r"[\x0b\x1c-\x1e\x85\u2028]", "\n", text))
+    text = text.replace("\x1f", " ")
     if cfg.remove_control_chars:
         text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)
     if cfg.collapse_whitespace:

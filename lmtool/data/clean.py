@@ -16,18 +16,37 @@ from lmtool.config import CleanConfig
 
 REPLACEMENT = "\ufffd"  # what undecodable bytes became when the source was decoded with errors="replace"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 control characters except tab and newline
-# Every ASCII byte that is not a control character by that definition.
+# Characters that separate words, lines or pages become whitespace (always, as CR becomes LF) before
+# control characters are removed, so "one.\x0cPage" does not turn into "one.Page". The line
+# boundaries of str.splitlines() become a line break, or a blank line for the page and paragraph
+# breaks FF and PS; the unit separator US, which separates fields, becomes a space.
+_SEPARATORS = str.maketrans(
+    {
+        "\x0b": "\n",  # VT
+        "\x0c": "\n\n",  # FF
+        "\x1c": "\n",  # FS
+        "\x1d": "\n",  # GS
+        "\x1e": "\n",  # RS
+        "\x1f": " ",  # US
+        "\x85": "\n",  # NEL
+        "\u2028": "\n",  # LS
+        "\u2029": "\n\n",  # PS
+    }
+)
+_SPECIAL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # control characters and separators
+# Every ASCII byte that is not a control character by that definition (all ASCII separators are).
 _ASCII_NOT_CONTROL = bytes(b for b in range(128) if not _CONTROL.match(chr(b)))
 _ODD_SPACE = re.compile(r"[^\S \n]")  # whitespace other than space and newline
 _ASCII_NOT_ODD_SPACE = bytes(b for b in range(128) if not _ODD_SPACE.match(chr(b)))
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def _has_control(text: str) -> bool:
+def _has_special(text: str) -> bool:
+    """Whether `text` holds a control character or a separator (the common answer is no, found fast)."""
     if text.isascii():
         # Delete every ordinary byte; whatever is left is a control character.
         return bool(text.encode("ascii").translate(None, _ASCII_NOT_CONTROL))
-    return _CONTROL.search(text) is not None
+    return _SPECIAL.search(text) is not None
 
 
 def _is_collapsed(text: str, keep_linebreaks: bool) -> bool:
@@ -94,8 +113,10 @@ class Cleaner:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if cfg.normalize != "none":
             text = unicodedata.normalize(cfg.normalize, text)
-        if cfg.remove_control_chars and _has_control(text):
-            text = _CONTROL.sub("", text)
+        if _has_special(text):
+            text = text.translate(_SEPARATORS)
+            if cfg.remove_control_chars:
+                text = _CONTROL.sub("", text)
         if cfg.collapse_whitespace and not _is_collapsed(text, cfg.keep_linebreaks):
             # str.split() splits on exactly the characters regex \s matches; it is much faster than
             # a regex substitution, which matches every single space.

@@ -4,7 +4,7 @@ first) save the documents to Arrow files in the scratch directory and read them 
 
 from __future__ import annotations
 
-import random
+import hashlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,8 +35,7 @@ def clean_documents(
     """(split, cleaned documents) batches from one pass over all sources: clean, de-duplicate and
     assign each document to a split, counting as it goes."""
     data = config.data
-    hold_out = data.validation_fraction if not val_sources else 0.0
-    rng = random.Random(data.seed)
+    hold_out = HoldOut(data.seed, data.validation_fraction if not val_sources else 0.0)
     cache = scratch / "hf-cache"
     for sources, default_split in ((train_sources, "train"), (val_sources, "validation")):
         for source in sources:
@@ -54,16 +53,35 @@ def clean_documents(
                     text = cleaner(raw)
                     if text is None:
                         continue
-                    split = "validation" if hold_out and rng.random() < hold_out else default_split
+                    encoded = text.encode("utf-8", "surrogatepass")
+                    split = "validation" if hold_out(encoded) else default_split
                     kept[split].append(text)
                     count = counts[split]
                     count.documents += 1
                     count.characters += len(text)
-                    count.bytes += len(text.encode("utf-8", "surrogatepass"))
+                    count.bytes += len(encoded)
                 for split, texts in kept.items():
                     if texts:
                         yield split, texts
     shutil.rmtree(cache, ignore_errors=True)
+
+
+class HoldOut:
+    """Whether a document goes to validation, decided from a hash of (seed, text): a document stays on
+    its side when others are added, removed or reordered (one random draw per document in stream
+    order moved most of the validation split into training when one document was added in front),
+    and identical documents always land on the same side."""
+
+    def __init__(self, seed: int, fraction: float):
+        self.fraction = fraction
+        self._seeded = hashlib.blake2b(f"lmtool-validation-split:{seed}:".encode(), digest_size=8)
+
+    def __call__(self, encoded: bytes) -> bool:
+        if not self.fraction:
+            return False
+        digest = self._seeded.copy()
+        digest.update(encoded)
+        return int.from_bytes(digest.digest(), "big") < self.fraction * 2**64
 
 
 def check_documents(counts: dict[str, SplitCounts], cleaner: Cleaner) -> None:

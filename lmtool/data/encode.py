@@ -2,7 +2,10 @@
 
 Two engines give the same ids: tiktoken for GPT-2-style byte-level BPE (several times faster,
 taken only after it matched the tokenizer on a sample of the corpus) and the `tokenizers`
-backend for everything else. Batches come back in order, with a bounded number in flight.
+backend for everything else. Both encode documents as ordinary text, as nanoGPT's OpenWebText
+preparation does: a literal `<|endoftext|>` or `[SEP]` in a document is text, and the only
+separator ids are those added between documents. Batches come back in order, with a bounded
+number in flight.
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ from itertools import chain
 import numpy as np
 
 from lmtool import console
-from lmtool.data.fast_bpe import agrees, tiktoken_encoding
-from lmtool.data.tokenizer import encode_batch
+from lmtool.data.fast_bpe import agrees, encode_ordinary, tiktoken_encoding
 
 SAMPLE_CHARS = 100_000  # how much of the corpus the engines are compared on
+
+
+def ordinary_backend(tokenizer):
+    """A copy of the tokenizer's Rust backend that encodes special tokens' text as ordinary text."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    return backend
 
 
 class TokenizersEncoder:
@@ -29,43 +40,56 @@ class TokenizersEncoder:
     name = "tokenizers"
     parallel_inside = True
 
-    def __init__(self, tokenizer, separator: int):
-        self.tokenizer = tokenizer
+    def __init__(self, backend, separator: int):
+        self.backend = backend
         self.separator = separator
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        ids = encode_batch(self.tokenizer, texts)
+        self.backend.encode_special_tokens = True  # again: pickling (to a worker process) drops it
+        ids = [enc.ids for enc in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         total = sum(len(x) for x in ids) + len(ids)
         flat = chain.from_iterable(chain(x, (self.separator,)) for x in ids)
         return np.fromiter(flat, dtype=np.int64, count=total)
 
 
 class TiktokenEncoder:
-    """tiktoken on the whole batch at once: documents joined by the separator token, which tiktoken
-    (like `tokenizers`) splits out before pre-tokenizing, so no piece spans two documents."""
+    """tiktoken on the whole batch at once where it can: documents joined by the separator's text,
+    which tiktoken (its only special token) splits out before pre-tokenizing, so no piece spans two
+    documents. A batch where a document holds that text is encoded document by document instead."""
 
     name = "tiktoken"
     parallel_inside = False
 
-    def __init__(self, encoding, separator_text: str):
+    def __init__(self, encoding, separator: int):
         self.encoding = encoding
-        self.separator_text = separator_text
+        self.separator = separator
+        joiners = [text for text in encoding.special_tokens_set if not _overlaps_itself(text)]
+        self.joiner = joiners[0] if joiners else None
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        joined = self.separator_text.join(texts) + self.separator_text
-        return self.encoding.encode_to_numpy(joined, allowed_special="all")
+        if self.joiner is not None:
+            joined = self.joiner.join(texts) + self.joiner
+            if joined.count(self.joiner) == len(texts):  # no document holds the separator's text
+                return self.encoding.encode_to_numpy(joined, allowed_special="all")
+        separator = np.array([self.separator], dtype=np.uint32)
+        return np.concatenate(
+            [part for text in texts for part in (encode_ordinary(self.encoding, text), separator)]
+        )
+
+
+def _overlaps_itself(text: str) -> bool:
+    """Whether a proper prefix of `text` is also a suffix: two occurrences could overlap, and one could
+    straddle a document boundary, so counting occurrences would not prove the documents free of it."""
+    return any(text[:k] == text[-k:] for k in range(1, len(text)))
 
 
 def choose_encoder(tokenizer, separator: int, sample: list[str], engine: str):
     """tiktoken when `engine` allows it, the tokenizer converts, and the two agree on `sample`."""
-    fallback = TokenizersEncoder(tokenizer, separator)
+    backend = ordinary_backend(tokenizer)
+    fallback = TokenizersEncoder(backend, separator)
     if engine == "tokenizers":
         return fallback
-    backend = tokenizer.backend_tokenizer
-    encoding = tiktoken_encoding(backend)
-    separator_text = tokenizer.convert_ids_to_tokens(separator)
-    if encoding is not None and separator_text not in encoding.special_tokens_set:
-        encoding = None
+    encoding = tiktoken_encoding(backend, separator)
     if encoding is None:
         return fallback
     if not agrees(encoding, backend, _head(sample, SAMPLE_CHARS)):
@@ -73,7 +97,7 @@ def choose_encoder(tokenizer, separator: int, sample: list[str], engine: str):
             "tiktoken and `tokenizers` disagree on a sample of this corpus; tokenizing with `tokenizers` (slower)"
         )
         return fallback
-    return TiktokenEncoder(encoding, separator_text)
+    return TiktokenEncoder(encoding, separator)
 
 
 def encoded_batches(

@@ -49,6 +49,10 @@ from lmtool.errors import ConfigError, LmtoolError
 
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb")
+# In the cache key: raised whenever the same inputs and settings start to give other processed data
+# (cleaning rules, the split, encoding), since the lmtool version does not change with every commit.
+# 2: separators become whitespace, split by hash of the text, special tokens' text is ordinary text.
+DATA_FORMAT = 2
 
 
 def run_preprocess(config: Config, overwrite: bool = False) -> Path:
@@ -87,10 +91,11 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
 
 def content_key(config: Config, sources: list[src.Source]) -> str:
     """Hash of everything the output depends on: data/tokenizer settings, source fingerprints,
-    tokenizer files and the lmtool version."""
+    tokenizer files, the lmtool version and the data format."""
     settings = config.data.model_dump(mode="json", exclude=set(NOT_IN_KEY))
     payload = {
         "lmtool": __version__,
+        "data_format": DATA_FORMAT,
         "data": settings,
         "tokenizer": config.tokenizer.model_dump(mode="json"),
         "tokenizer_files": tokenizer_fingerprint(config.tokenizer),
