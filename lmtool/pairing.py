@@ -98,19 +98,24 @@ def _mismatch(config: Config, reference: PreTrainedTokenizerBase | None, other: 
     init_from = config.model.init_from
     if reference is None:
         rows = _checkpoint_vocab_size(config)
-        own = f"has no tokenizer to check against ({rows:,} embedding rows)" if rows else "has no tokenizer"
-        problem = f"{own}, and {other}: ids beyond what it was trained with would mean nothing to it"
+        own = (
+            f"has no tokenizer saved with it ({rows:,} embedding rows)"
+            if rows
+            else "has no tokenizer saved with it"
+        )
+        problem = f"{own}, and {other}: token ids of another tokenizer than its own mean something else to it"
+        use = "set tokenizer.path to the tokenizer it was trained with"
     else:
         problem = (
             f"was trained with its own {len(reference):,}-token vocabulary, and {other}: "
             "every token id would mean something else to the model"
         )
+        use = f"use the checkpoint's tokenizer (tokenizer.path: {init_from})"
     return ConfigError(
         "model.init_from",
         problem,
         value=init_from,
-        hint=f"use the checkpoint's tokenizer (tokenizer.path: {init_from}) "
-        "or set model.resize_embeddings: true to give the model new embeddings for this tokenizer",
+        hint=f"{use} or set model.resize_embeddings: true to give the model new embeddings for this tokenizer",
     )
 
 
