@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import torch
+from transformers import PreTrainedConfig
 
 from lmtool.config import Config, ConfigError, check_arch
 from lmtool.models import _check_block_size, _padded, model_config_error, model_from_config, scratch_config
@@ -45,7 +46,7 @@ def check_model_config(config: Config) -> None:
         _forward(config, model_config, "cpu")
 
 
-def _forward(config: Config, model_config, device: str) -> None:
+def _forward(config: Config, model_config: PreTrainedConfig, device: str) -> None:
     """Build the model on `device` and run a batch through it (loss included)."""
     with torch.device(device):
         model = model_from_config(config, model_config)
