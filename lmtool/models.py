@@ -36,6 +36,11 @@ transformers.utils.logging.disable_progress_bar()
 
 ARCH_ALIASES = {"lstm": lstm.LstmConfig.model_type}
 KV_HEAD_KEYS = ("num_key_value_heads", "num_kv_heads")
+# How transformers' messages name config attributes other than by their key (e.g. GPT-2's attention).
+MESSAGE_NAMES = {
+    "hidden_size": ("embed_dim", "hidden size"),
+    "num_attention_heads": ("num_heads", "number of attention heads"),
+}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -87,7 +92,8 @@ def model_from_config(cfg: Config, config: PreTrainedConfig) -> PreTrainedModel:
 
 def model_config_error(cfg: Config, exc: BaseException) -> ConfigError:
     """`transformers` or torch rejecting a from-scratch model, as an error naming the keys to fix:
-    the model.config keys its message mentions (by name or alias), else every key the user set."""
+    the model.config keys its message mentions by name (or alias), else those whose number it quotes
+    (a shape error), else every key the user set."""
     text = " ".join(line.strip() for line in str(exc).strip().splitlines()) or type(exc).__name__
     arch = cfg.model.arch
     if "attn_implementation" in text or "attention implementation" in text:
@@ -96,15 +102,19 @@ def model_config_error(cfg: Config, exc: BaseException) -> ConfigError:
         )
     config_class = AutoConfig.for_model(ARCH_ALIASES.get(arch, arch)).__class__
     aliases = getattr(config_class, "attribute_map", {})
+
+    def names(key: str) -> set[str]:
+        own = {key, aliases.get(key, key), *(k for k, v in aliases.items() if v == key)}
+        return own | {phrase for name in own for phrase in MESSAGE_NAMES.get(name, ())}
+
     named = [
         key
         for key in cfg.model.config
-        if any(
-            re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text)
-            for name in {key, aliases.get(key, key), *(k for k, v in aliases.items() if v == key)}
-        )
+        if any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", text) for n in names(key))
     ]
-    keys = named or list(cfg.model.config)
+    numbers = set(re.findall(r"(?<![\w.])-?\d+(?![\w.])", text))
+    quoted = [k for k, v in cfg.model.config.items() if type(v) is int and str(v) in numbers]
+    keys = named or quoted or list(cfg.model.config)
     if not keys:
         return ConfigError("model.arch", f"cannot be built with these settings: {text}", value=arch)
     return ConfigError(
