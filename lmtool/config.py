@@ -117,7 +117,7 @@ class DataConfig(Section):
         "clm",
         description="clm: causal LM (documents joined with EOS); mlm: masked LM ([CLS] ... [SEP] blocks).",
     )
-    block_size: int = Field(256, ge=2, description="Tokens per training block.")
+    block_size: int = Field(256, ge=2, description="Tokens per training block (mlm: at least 3).")
     remainder: Literal["drop", "pad"] = Field(
         "drop",
         description="Last partial block of each split: drop it, or pad it (padding is ignored by the loss).",
@@ -138,6 +138,14 @@ class DataConfig(Section):
     streaming_threshold_mb: int = Field(
         512, ge=1, description="Corpus size above which streaming: auto switches streaming on."
     )
+
+    @model_validator(mode="after")
+    def _room_for_text(self) -> DataConfig:
+        if self.objective == "mlm" and self.block_size < 3:
+            raise ValueError(
+                f"data.block_size {self.block_size} is too small for mlm: a block holds [CLS] and [SEP] plus at least one token (at least 3)"
+            )
+        return self
 
 
 class TokenizerTrainConfig(Section):
@@ -218,6 +226,11 @@ class ModelConfig(Section):
         "auto", description="Attention kernel; auto = SDPA where the model supports it."
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+    resize_embeddings: bool = Field(
+        False,
+        description="With init_from: train with a tokenizer other than the checkpoint's by giving the model new embeddings "
+        "for it (tokens both vocabularies share keep their vectors, the others start fresh). Off: the tokenizer must be the checkpoint's.",
+    )
 
 
 def check_arch(arch: str) -> None:
@@ -418,15 +431,14 @@ class GenerateConfig(Section):
 
     @model_validator(mode="after")
     def _sequences(self) -> GenerateConfig:
-        if self.num_return_sequences > 1 and not self.do_sample:
-            if self.num_beams == 1:
-                raise ValueError(
-                    "num_return_sequences > 1 needs do_sample: true or num_beams > 1 (greedy decoding gives one sequence)"
-                )
-            if self.num_return_sequences > self.num_beams:
-                raise ValueError(
-                    f"num_return_sequences ({self.num_return_sequences}) must be at most num_beams ({self.num_beams}) for beam search"
-                )
+        if self.num_return_sequences > 1 and not self.do_sample and self.num_beams == 1:
+            raise ValueError(
+                "num_return_sequences > 1 needs do_sample: true or num_beams > 1 (greedy decoding gives one sequence)"
+            )
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:  # beam search, sampled or not
+            raise ValueError(
+                f"num_return_sequences ({self.num_return_sequences}) must be at most num_beams ({self.num_beams}) for beam search"
+            )
         return self
 
 
@@ -797,3 +809,6 @@ def check_references(config: Config) -> None:
     for key, name in (("tokenizer.path", config.tokenizer.path), ("model.init_from", config.model.init_from)):
         if name is not None and not os.path.exists(os.path.expanduser(name)) and not looks_like_hub_id(name):
             raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
+    from lmtool.model_check import check_model_config  # torch + transformers: only when asked to check
+
+    check_model_config(config)

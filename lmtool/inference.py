@@ -35,6 +35,6 @@ def load_for_inference(
         prec = resolve_precision(precision, dev)
     except ConfigError as exc:  # the helpers name train.*; say which section the user must fix
         raise LmtoolError(str(exc).replace("train.", f"{section}.", 1)) from None
-    model, tokenizer = load_model(path, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_model(path, trust_remote_code=trust_remote_code, key=f"{section}.model")
     model.to(dev)
     return Loaded(model, tokenizer, dev, prec, is_causal_lm(model))

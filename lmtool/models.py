@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -28,11 +29,18 @@ from transformers import (
 from lmtool import lstm
 from lmtool.config import Config, ConfigError, check_arch, looks_like_hub_id
 from lmtool.errors import LmtoolError
+from lmtool.hub import require_hub
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 ARCH_ALIASES = {"lstm": lstm.LstmConfig.model_type}
+KV_HEAD_KEYS = ("num_key_value_heads", "num_kv_heads")
+# How transformers' messages name config attributes other than by their key (e.g. GPT-2's attention).
+MESSAGE_NAMES = {
+    "hidden_size": ("embed_dim", "hidden size"),
+    "num_attention_heads": ("num_heads", "number of attention heads"),
+}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -50,29 +58,87 @@ def build_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMo
         model = _from_pretrained(
             cfg.model.init_from, masked, cfg.model.trust_remote_code, key="model.init_from"
         )
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        if cfg.model.resize_embeddings:
+            from lmtool.pairing import new_embeddings
+
+            new_embeddings(model, cfg, tokenizer)
+        elif len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=cfg.model.pad_vocab_multiple)
     else:
         check_arch(cfg.model.arch)
         config = _config_from_scratch(cfg, tokenizer)
-        auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
         torch.manual_seed(cfg.run.seed)
-        try:
-            model = auto.from_config(config, **_attention_kwargs(cfg.model.attention))
-        except ValueError as exc:
-            if "Unrecognized configuration class" in str(exc):
-                kind = "masked-LM" if masked else "causal-LM"
-                raise ConfigError(
-                    "model.arch",
-                    f"has no {kind} head for data.objective {cfg.data.objective}",
-                    value=cfg.model.arch,
-                ) from None
-            raise
+        model = model_from_config(cfg, config)
     _check_block_size(cfg, model.config)
     return model
 
 
+def model_from_config(cfg: Config, config: PreTrainedConfig) -> PreTrainedModel:
+    """The untrained model for `config`; what transformers or torch reject is an exit-2 error."""
+    masked = cfg.data.objective == "mlm"
+    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+    try:
+        return auto.from_config(config, **_attention_kwargs(cfg.model.attention))
+    except (ValueError, RuntimeError, TypeError, AssertionError) as exc:
+        if "Unrecognized configuration class" in str(exc):
+            kind = "masked-LM" if masked else "causal-LM"
+            raise ConfigError(
+                "model.arch",
+                f"has no {kind} head for data.objective {cfg.data.objective}",
+                value=cfg.model.arch,
+            ) from None
+        raise model_config_error(cfg, exc) from None
+
+
+def model_config_error(cfg: Config, exc: BaseException) -> ConfigError:
+    """`transformers` or torch rejecting a from-scratch model, as an error naming the keys to fix:
+    the model.config keys its message mentions by name (or alias), else those whose number it quotes
+    (a shape error), else every key the user set."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines()) or type(exc).__name__
+    arch = cfg.model.arch
+    if "attn_implementation" in text or "attention implementation" in text:
+        return ConfigError(
+            "model.attention", f"is not supported by {arch}: {text}", value=cfg.model.attention
+        )
+    config_class = AutoConfig.for_model(ARCH_ALIASES.get(arch, arch)).__class__
+    aliases = getattr(config_class, "attribute_map", {})
+
+    def names(key: str) -> set[str]:
+        own = {key, aliases.get(key, key), *(k for k, v in aliases.items() if v == key)}
+        return own | {phrase for name in own for phrase in MESSAGE_NAMES.get(name, ())}
+
+    named = [
+        key
+        for key in cfg.model.config
+        if any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", text) for n in names(key))
+    ]
+    numbers = set(re.findall(r"(?<![\w.])-?\d+(?![\w.])", text))
+    quoted = [k for k, v in cfg.model.config.items() if type(v) is int and str(v) in numbers]
+    keys = named or quoted or list(cfg.model.config)
+    if not keys:
+        return ConfigError("model.arch", f"cannot be built with these settings: {text}", value=arch)
+    return ConfigError(
+        ", ".join(f"model.config.{k}" for k in keys), f"rejected by {arch}: {text}", has_value=False
+    )
+
+
 def _config_from_scratch(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedConfig:
+    special = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id
+        if tokenizer.bos_token_id is not None
+        else tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.eos_token_id
+        if tokenizer.eos_token_id is not None
+        else tokenizer.sep_token_id,
+    }
+    return scratch_config(cfg, _padded(len(tokenizer), cfg.model.pad_vocab_multiple), special)
+
+
+def scratch_config(cfg: Config, vocab_size: int, special: dict[str, int | None]) -> PreTrainedConfig:
+    """The from-scratch model config: the architecture's defaults, lmtool's scratch defaults, then
+    model.config. Set attention heads alone set the key/value heads too (plain multi-head attention):
+    an architecture's default key/value head count need not divide the new head count."""
     model_type = ARCH_ALIASES.get(cfg.model.arch, cfg.model.arch)
     config_class = AutoConfig.for_model(model_type).__class__
     known = _config_keys(config_class)
@@ -90,31 +156,27 @@ def _config_from_scratch(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> Pre
                 value=cfg.model.config[key],
                 hint=hint,
             )
-    vocab = _padded(len(tokenizer), cfg.model.pad_vocab_multiple)
-    special = {
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id
-        if tokenizer.bos_token_id is not None
-        else tokenizer.cls_token_id,
-        "eos_token_id": tokenizer.eos_token_id
-        if tokenizer.eos_token_id is not None
-        else tokenizer.sep_token_id,
-    }
     settings = {
         **{k: v for k, v in special.items() if k in known},
-        "vocab_size": vocab,
+        "vocab_size": vocab_size,
         **scratch_defaults(config_class),
         **cfg.model.config,
+        **_kv_heads(config_class, cfg.model.config, known),
     }
     try:
         return AutoConfig.for_model(model_type, **settings)
     except (TypeError, ValueError, StrictDataclassError) as exc:
-        message = str(exc).strip().splitlines()
-        raise ConfigError(
-            "model.config",
-            f"is not valid for {cfg.model.arch}: {' '.join(m.strip() for m in message)}",
-            has_value=False,
-        ) from None
+        raise model_config_error(cfg, exc) from None
+
+
+def _kv_heads(config_class: type[PreTrainedConfig], user: dict, known: set[str]) -> dict:
+    """Key/value heads = attention heads when model.config sets only the latter."""
+    heads_key = getattr(config_class, "attribute_map", {}).get("num_attention_heads", "num_attention_heads")
+    heads = user.get(heads_key, user.get("num_attention_heads"))
+    kv_keys = [k for k in KV_HEAD_KEYS if k in known]
+    if heads is None or any(k in user for k in kv_keys):
+        return {}
+    return {k: heads for k in kv_keys}
 
 
 def scratch_defaults(config_class: type[PreTrainedConfig]) -> dict:
@@ -180,12 +242,18 @@ def is_causal_lm(model: PreTrainedModel) -> bool:
 
 
 def load_model(
-    path: str | Path, *, trust_remote_code: bool = False, for_masked_lm: bool | None = None
+    path: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    for_masked_lm: bool | None = None,
+    key: str = "model",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A trained model and its tokenizer, in eval mode. Causal or masked LM is read from the config."""
+    """A trained model and its tokenizer, in eval mode. Causal or masked LM is read from the config.
+    `key` names the setting the path came from in errors (e.g. generate.model)."""
     path = str(path)
     if not os.path.isdir(path) and not looks_like_hub_id(path):
         raise LmtoolError(f"model directory not found: {path}")
+    require_hub(path, key)
     if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
         raise LmtoolError(
             f"{path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one with the model"
@@ -212,6 +280,7 @@ def _from_pretrained(name: str, masked: bool, trust_remote_code: bool, key: str 
         if key:
             raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
         raise LmtoolError(f"model directory not found: {name}")
+    require_hub(name, key or "model")
     auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
     try:
         return auto.from_pretrained(name, trust_remote_code=trust_remote_code)

@@ -235,3 +235,14 @@ def test_bad_per_prompt_setting_names_line_and_key(causal_model_dir):
     assert_usage_error(
         run_inproc("generate", "--model", str(causal_model_dir), input=lines), "stdin:1", "top_p"
     )
+
+
+def test_beam_search_with_more_sequences_than_beams(causal_model_dir):
+    """Sampled beam search too: transformers refuses num_return_sequences > num_beams either way."""
+    args = ("--num-beams", "2", "--num-return-sequences", "3", "-n", "4")
+    for mode in ("--sample", "--greedy"):
+        result = run_inproc("generate", "--model", str(causal_model_dir), mode, *args, "hi")
+        assert_usage_error(result, "num_return_sequences (3) must be at most num_beams (2)")
+    line = json.dumps({"prompt": "hi", "num_beams": 2, "num_return_sequences": 3}) + "\n"
+    result = run_inproc("generate", "--model", str(causal_model_dir), "--sample", input=line)
+    assert_usage_error(result, "stdin:1", "num_return_sequences")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lmtool.config import SourceConfig
 from lmtool.errors import ConfigError, LmtoolError
+from lmtool.hub import require_hub
 
 FORMATS = {
     ".txt": "text",
@@ -164,6 +165,7 @@ def _load(source: Source, *, streaming: bool, encoding_errors: str, cache_dir: P
     cfg = source.config
     try:
         if cfg.hf is not None:
+            require_hub(cfg.hf, f"{source.key}.hf", repo_type="dataset")
             dataset = datasets.load_dataset(cfg.hf, cfg.name, split=cfg.split, streaming=streaming)
         else:
             builder, kwargs = _builder_args(source, encoding_errors)

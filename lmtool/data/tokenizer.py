@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmtool.config import TokenizerConfig, TokenizerTrainConfig, looks_like_hub_id
 from lmtool.errors import ConfigError
+from lmtool.hub import require_hub
 
 EOT = "<|endoftext|>"
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -94,6 +95,7 @@ def load_tokenizer(config: TokenizerConfig, objective: str):
     name = os.path.expanduser(config.path or "")
     if not os.path.isdir(name) and not looks_like_hub_id(name):
         raise ConfigError("tokenizer.path", "directory not found (and not a hub name)", value=config.path)
+    require_hub(name, "tokenizer.path")
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/... for a bad tokenizer

@@ -127,7 +127,7 @@ class Trainer:
                 raise ConfigError(
                     "train.gradient_checkpointing", f"is not supported by {type(model).__name__}", value=True
                 )
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.params = list(model.parameters())
         self.optimizer = build_optimizer(model, self.cfg, device)
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)

@@ -36,11 +36,17 @@ def run_pretrain(config: Config, *, overwrite: bool = False) -> Path:
 
 
 def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
+    from lmtool.model_check import check_model_config
     from lmtool.models import build_model
+    from lmtool.pairing import check_init_from, check_pairing
     from lmtool.tasks import make_task
     from lmtool.train.engine import Trainer
 
     run_dir = Path(config.run.output_dir)
+    # Settings that would fail later are refused before any preprocessing or training time is spent.
+    _check_output_dir(run_dir)
+    check_model_config(config)
+    check_init_from(config)
     resume_from, wipe = checkpoint.resolve_resume(run_dir, config.train.resume, overwrite)
     distributed.barrier()  # every rank has decided before rank 0 changes anything
     if env.is_main and wipe:
@@ -55,6 +61,7 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
             has_value=False,
             hint="run `lmtool preprocess --overwrite` with this config, or point data.processed_dir elsewhere",
         )
+    check_pairing(config, tokenizer, f"the tokenizer in {processed / 'tokenizer'}")
 
     precision = resolve_precision(config.train.precision, device)
     enable_tf32(device)
@@ -78,6 +85,18 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
     final = trainer.fit()
     console.info(f"done: model and tokenizer in {final}")
     return final
+
+
+def _check_output_dir(run_dir: Path) -> None:
+    """run.output_dir must be a directory or creatable as one: not a file, nor under a file."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = (
+                    "is a file, not a directory" if path == run_dir else f"lies under {path}, which is a file"
+                )
+                raise ConfigError("run.output_dir", where, value=str(run_dir))
+            return
 
 
 def _processed_dir(config: Config, env: distributed.DistEnv) -> Path:
