@@ -7,6 +7,7 @@ refer to other values as `${run.name}` or to the environment as `${env:HOME}`.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmtool.errors import ConfigError, LmtoolError
 
@@ -79,6 +80,23 @@ class SourceConfig(Section):
         "paragraph",
         description="How .txt files split into documents: per line, per blank-line-separated paragraph, or whole file.",
     )
+    encoding: str | None = Field(
+        None,
+        description="Text encoding of local text/json/csv/tsv files, any Python codec name (latin-1, cp1252, "
+        "utf-16, ...); null = what a byte-order mark says (UTF-8/16/32), else UTF-8.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                known = codecs.lookup(value)._is_text_encoding
+            except LookupError:
+                known = False
+            if not known:
+                raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252, utf-16)")
+        return value
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceConfig:
