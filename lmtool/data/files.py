@@ -14,14 +14,14 @@ from lmtool.data.decode import unreadable
 
 def files_under(directory: str, key: str) -> list[str]:
     """Every file below `directory`, sorted."""
-    return _once(sorted(_walk(directory, key)))
+    return _once(list(_walk(directory, key)))
 
 
 def glob_files(pattern: str, key: str) -> list[str]:
     """The files `pattern` matches (as `glob(recursive=True)` would, hidden names excluded), sorted."""
     parts = pattern.split(os.sep)
     if "**" not in parts:  # no recursion, so no loop: the standard glob does
-        return _once(sorted(p for p in glob(pattern) if os.path.isfile(p)))
+        return _once([p for p in glob(pattern) if os.path.isfile(p)])
     fixed = 0
     while fixed < len(parts) and not has_magic(parts[fixed]):
         fixed += 1
@@ -34,40 +34,40 @@ def glob_files(pattern: str, key: str) -> list[str]:
         relative = os.path.relpath(path, root).split(os.sep)
         if _match(relative, wanted):
             found.append(path if fixed else os.path.relpath(path))
-    return _once(sorted(found))
+    return _once(found)
 
 
 def _walk(root: str, key: str) -> Iterator[str]:
+    """Files below `root`. Symlinked directories are entered after all others, so a directory inside
+    the tree is listed under its own name, and a link back up (a loop) finds it already entered."""
     entered: set[str] = set()
-    stack = [root]
-    while stack:
-        directory = stack.pop()
+    plain, linked = [root], []
+    while plain or linked:
+        directory = plain.pop() if plain else linked.pop(0)
         real = os.path.realpath(directory)
         if real in entered:
             continue
         entered.add(real)
         try:
             with os.scandir(directory) as entries:
-                listed = list(entries)
+                listed = sorted(entries, key=lambda entry: entry.name)
         except OSError as exc:
             raise unreadable(key, f"directory {directory}", exc) from None
         for entry in listed:
             if entry.is_dir():
-                stack.append(entry.path)
+                (linked if entry.is_symlink() else plain).append(entry.path)
             elif entry.is_file():
                 yield entry.path
 
 
 def _once(paths: list[str]) -> list[str]:
-    """`paths` with every real file kept once (its first name)."""
-    seen: set[str] = set()
-    kept = []
+    """`paths` with every real file kept once: under its own name if listed, else its first name."""
+    chosen: dict[str, str] = {}
     for path in paths:
         real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
-            kept.append(path)
-    return kept
+        if real not in chosen or real == os.path.abspath(path):
+            chosen[real] = path
+    return sorted(chosen.values())
 
 
 def _match(parts: list[str], pattern: list[str]) -> bool:
