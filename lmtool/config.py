@@ -165,7 +165,7 @@ class DataConfig(Section):
     )
     streaming: bool | Literal["auto"] = Field(
         "auto",
-        description="Read sources as streams instead of first converting them to Arrow (hub datasets: stream instead of download); auto = when local sources exceed streaming_threshold_mb.",
+        description="Read parquet files and hub datasets as streams instead of first converting them to Arrow (hub datasets: stream instead of download; local text/json/csv files always stream); auto = when local sources exceed streaming_threshold_mb.",
     )
     streaming_threshold_mb: int = Field(
         512, ge=1, description="Corpus size above which streaming: auto switches streaming on."
@@ -175,7 +175,7 @@ class DataConfig(Section):
 class TokenizerTrainConfig(Section):
     type: Literal["auto", "bpe", "wordpiece"] = Field(
         "auto",
-        description="bpe: byte-level BPE with <|endoftext|> (GPT-2 style); wordpiece: [PAD] [UNK] [CLS] [SEP] [MASK] (BERT style); auto: bpe for clm, wordpiece for mlm.",
+        description="bpe: byte-level BPE with <|endoftext|> (GPT-2 style; for mlm RoBERTa's <s> <pad> </s> <unk> <mask>); wordpiece: [PAD] [UNK] [CLS] [SEP] [MASK] (BERT style; for clm [SEP] ends documents); auto: bpe for clm, wordpiece for mlm.",
     )
     vocab_size: int = Field(
         8192, ge=64, le=1_000_000, description="Vocabulary size including special tokens."
