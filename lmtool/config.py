@@ -103,6 +103,8 @@ class SourceConfig(Section):
         given = [k for k in ("path", "hf", "builtin") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of path, hf, builtin (got {', '.join(given) or 'none'})")
+        if self.encoding is not None and self.path is None:
+            raise ValueError("encoding applies to local files (path) only")
         return self
 
 

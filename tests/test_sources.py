@@ -83,6 +83,10 @@ def test_encoding_is_checked_to_be_a_text_codec(tmp_path):
             assert result.returncode == 0, result.stderr
         else:
             assert_usage_error(result, "data.sources.0.encoding", "unknown text encoding", name)
+    config.write_text("data:\n  sources: [{hf: wikitext, encoding: latin-1}]\n")
+    assert_usage_error(
+        run_cli("config", "validate", str(config)), "data.sources.0", "local files (path) only"
+    )
 
 
 def test_replaced_bytes_are_reported_and_a_mostly_undecodable_file_is_refused(tmp_path, capsys):
