@@ -112,15 +112,17 @@ _MISSING = object()
 def _fields(rows: Iterator[tuple[str, dict]], path: Path, key: str, field: str) -> Iterator[object]:
     """The text field of each (where, row); rows without it are reported (line numbers) and yielded
     as _MISSING; a file whose first rows all lack it names the wrong field."""
-    lacking: list[str] = []
-    seen = with_field = 0
+    lacking: list[str] = []  # where the first rows without the field are
+    seen = with_field = without = 0
     first_fields: list[str] = []
     for where, row in rows:
         seen += 1
         if seen == 1:
             first_fields = list(row)
         if field not in row:
-            lacking.append(where)
+            without += 1
+            if without <= SHOWN_LINES:
+                lacking.append(where)
             if with_field == 0 and seen >= FIRST_ROWS:
                 raise _no_field(path, key, field, first_fields)
             yield _MISSING
@@ -136,10 +138,10 @@ def _fields(rows: Iterator[tuple[str, dict]], path: Path, key: str, field: str) 
         yield value
     if seen and with_field == 0:
         raise _no_field(path, key, field, first_fields)
-    if lacking:
-        shown = ", ".join(lacking[:SHOWN_LINES]) + (", ..." if len(lacking) > SHOWN_LINES else "")
+    if without:
+        shown = ", ".join(lacking) + (", ..." if without > SHOWN_LINES else "")
         console.warning(
-            f"{key}: {path}: {len(lacking)} row(s) without the text field '{field}' counted as missing ({shown})"
+            f"{key}: {path}: {without} row(s) without the text field '{field}' counted as missing ({shown})"
         )
 
 
