@@ -150,7 +150,7 @@ def test_cli_reports_a_bad_row_in_one_line_without_library_logs(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("name", ["e.txt", "e.jsonl", "e.csv", "e.txt.gz"])
+@pytest.mark.parametrize("name", ["e.txt", "e.jsonl", "e.csv", "e.txt.gz", "e.parquet"])
 def test_an_empty_file_is_refused_by_name(tmp_path, name):
     if name.endswith(".gz"):
         import gzip

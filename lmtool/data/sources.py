@@ -130,6 +130,8 @@ def fingerprint(source: Source) -> dict:
                     entry["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError as exc:
             raise unreadable(source.key, path, exc) from None
+        if stat.st_size == 0:  # most likely a mistake (a failed export or copy): say so early
+            raise LmtoolError(f"{source.key}: {path} is empty")
         info.setdefault("files", []).append(entry)
     return info
 
