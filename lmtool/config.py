@@ -7,6 +7,7 @@ refer to other values as `${run.name}` or to the environment as `${env:HOME}`.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmtool.config_yaml import compose_and_load, yaml_load
 from lmtool.errors import ConfigError, LmtoolError
@@ -65,12 +66,31 @@ class SourceConfig(Section):
         "paragraph",
         description="How .txt files split into documents: per line, per blank-line-separated paragraph, or whole file.",
     )
+    encoding: str | None = Field(
+        None,
+        description="Text encoding of local text/json/csv/tsv files, any Python codec name (latin-1, cp1252, "
+        "utf-16, ...); null = what a byte-order mark says (UTF-8/16/32), else UTF-8.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                known = codecs.lookup(value)._is_text_encoding
+            except LookupError:
+                known = False
+            if not known:
+                raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252, utf-16)")
+        return value
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceConfig:
         given = [k for k in ("path", "hf", "builtin") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of path, hf, builtin (got {', '.join(given) or 'none'})")
+        if self.encoding is not None and self.path is None:
+            raise ValueError("encoding applies to local files (path) only")
         return self
 
 
@@ -133,7 +153,7 @@ class DataConfig(Section):
     )
     streaming: bool | Literal["auto"] = Field(
         "auto",
-        description="Read sources as streams instead of first converting them to Arrow (hub datasets: stream instead of download); auto = when local sources exceed streaming_threshold_mb.",
+        description="Read parquet files and hub datasets as streams instead of first converting them to Arrow (hub datasets: stream instead of download; local text/json/csv files always stream); auto = when local sources exceed streaming_threshold_mb.",
     )
     streaming_threshold_mb: int = Field(
         512, ge=1, description="Corpus size above which streaming: auto switches streaming on."
@@ -151,7 +171,7 @@ class DataConfig(Section):
 class TokenizerTrainConfig(Section):
     type: Literal["auto", "bpe", "wordpiece"] = Field(
         "auto",
-        description="bpe: byte-level BPE with <|endoftext|> (GPT-2 style); wordpiece: [PAD] [UNK] [CLS] [SEP] [MASK] (BERT style); auto: bpe for clm, wordpiece for mlm.",
+        description="bpe: byte-level BPE with <|endoftext|> (GPT-2 style; for mlm RoBERTa's <s> <pad> </s> <unk> <mask>); wordpiece: [PAD] [UNK] [CLS] [SEP] [MASK] (BERT style; for clm [SEP] ends documents); auto: bpe for clm, wordpiece for mlm.",
     )
     vocab_size: int = Field(
         8192, ge=64, le=1_000_000, description="Vocabulary size including special tokens."

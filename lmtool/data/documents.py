@@ -17,6 +17,7 @@ from lmtool.data.clean import Cleaner
 from lmtool.errors import ConfigError, LmtoolError
 
 SPLITS = ("train", "validation")
+MISSING = object()  # stands for a row without the text field
 
 
 @dataclass
@@ -40,10 +41,18 @@ def clean_documents(
     for sources, default_split in ((train_sources, "train"), (val_sources, "validation")):
         for source in sources:
             for batch in src.iter_texts(
-                source, streaming=streaming, encoding_errors=data.encoding_errors, cache_dir=cache
+                source,
+                streaming=streaming,
+                encoding_errors=data.encoding_errors,
+                cache_dir=cache,
+                missing=MISSING,
             ):
                 kept = {split: [] for split in SPLITS}
                 for raw in batch:
+                    if raw is MISSING:  # read, and dropped as missing (not as empty)
+                        cleaner.stats.read += 1
+                        cleaner.stats.dropped["missing"] += 1
+                        continue
                     if not isinstance(raw, str | None):
                         raise ConfigError(
                             f"{source.key}.text_field",

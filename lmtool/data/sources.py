@@ -1,22 +1,23 @@
 """Data sources → batches of raw document texts.
 
-Local files and hub datasets go through the same `datasets` builders (text/json/csv/parquet),
-so a hub name and a folder of files behave alike; the built-in `stdlib-docs` corpus is
-generated in-process. Every failure names the source key and, where known, the file.
+Local text/json/csv/tsv files are decoded and parsed by data/readers.py (encodings, byte-order
+marks, 1-based line numbers in every message); hub datasets and parquet files go through the
+`datasets` builders; the built-in `stdlib-docs` corpus is generated in-process. Every failure
+names the source key and, where known, the file.
 """
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from glob import glob
 from pathlib import Path
 
 from lmtool.config import SourceConfig
+from lmtool.data.decode import unreadable
+from lmtool.data.files import files_under, glob_files
+from lmtool.data.readers import read_documents
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.hub import require_hub
 
@@ -61,11 +62,11 @@ def resolve(config: SourceConfig, key: str) -> Source:
         return source
     path = os.path.expanduser(config.path)
     if any(ch in path for ch in "*?["):
-        files = sorted(Path(p) for p in glob(path, recursive=True) if os.path.isfile(p))
+        files = [Path(p) for p in glob_files(path, key)]
         if not files:
             raise ConfigError(f"{key}.path", "glob matches no files", value=config.path)
     elif os.path.isdir(path):
-        files = sorted(p for p in Path(path).rglob("*") if p.is_file() and _suffix(p) in FORMATS)
+        files = [Path(p) for p in files_under(path, key) if _suffix(Path(p)) in FORMATS]
         if not files:
             known = " ".join(sorted(FORMATS))
             raise ConfigError(
@@ -114,29 +115,44 @@ def local_bytes(sources: list[Source]) -> int:
 
 def fingerprint(source: Source) -> dict:
     """What identifies the source's content for the cache key: its config plus per-file size, mtime and
-    (for files under 16 MB) a content hash; the stdlib corpus is identified by the Python build."""
+    (for files under 16 MB) a content hash; the stdlib corpus is identified by the Python build.
+    Every file is opened here, so one that cannot be read stops preprocess before any work."""
     info: dict = {"config": source.config.model_dump(mode="json")}
     if source.config.builtin == "stdlib-docs":
         from lmtool.data.stdlib_docs import fingerprint as stdlib_fingerprint
 
         info["stdlib"] = stdlib_fingerprint()
     for path in source.files:
-        stat = path.stat()
-        entry = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        if stat.st_size < HASH_CONTENT_BELOW:
-            entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                entry = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+                if stat.st_size < HASH_CONTENT_BELOW:
+                    entry["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as exc:
+            raise unreadable(source.key, path, exc) from None
+        if stat.st_size == 0:  # most likely a mistake (a failed export or copy): say so early
+            raise LmtoolError(f"{source.key}: {path} is empty")
         info.setdefault("files", []).append(entry)
     return info
 
 
-def iter_texts(source: Source, *, streaming: bool, encoding_errors: str, cache_dir: Path) -> Iterator[list]:
-    """Batches of document texts (None for a missing value) in a deterministic order."""
+def iter_texts(
+    source: Source, *, streaming: bool, encoding_errors: str, cache_dir: Path, missing: object = None
+) -> Iterator[list]:
+    """Batches of document texts (None for a null value, `missing` for a row without the text field)
+    in a deterministic order."""
     if source.config.builtin == "stdlib-docs":
         from lmtool.data.stdlib_docs import iter_docstrings
 
         yield from _batched(iter_docstrings())
         return
-    dataset = _load(source, streaming=streaming, encoding_errors=encoding_errors, cache_dir=cache_dir)
+    if source.config.path is not None and source.format != "parquet":
+        yield from _batched(
+            read_documents(source.files, source.format, source.config, source.key, encoding_errors, missing)
+        )
+        return
+    dataset = _load(source, streaming=streaming, cache_dir=cache_dir)
     field_name = source.config.text_field
     try:
         batches = dataset.select_columns([field_name]).iter(batch_size=BATCH)
@@ -145,11 +161,11 @@ def iter_texts(source: Source, *, streaming: bool, encoding_errors: str, cache_d
     except LmtoolError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure while reading is a problem with this input
-        raise _read_error(source, exc, encoding_errors) from None
+        raise _read_error(source, exc) from None
 
 
-def _batched(texts: Iterator[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
+def _batched(texts: Iterator) -> Iterator[list]:
+    batch: list = []
     for text in texts:
         batch.append(text)
         if len(batch) == BATCH:
@@ -159,7 +175,8 @@ def _batched(texts: Iterator[str]) -> Iterator[list[str]]:
         yield batch
 
 
-def _load(source: Source, *, streaming: bool, encoding_errors: str, cache_dir: Path):
+def _load(source: Source, *, streaming: bool, cache_dir: Path):
+    """A hub dataset or local parquet files through `datasets` (text formats: data/readers.py)."""
     import datasets
 
     cfg = source.config
@@ -168,15 +185,9 @@ def _load(source: Source, *, streaming: bool, encoding_errors: str, cache_dir: P
             require_hub(cfg.hf, f"{source.key}.hf", repo_type="dataset")
             dataset = datasets.load_dataset(cfg.hf, cfg.name, split=cfg.split, streaming=streaming)
         else:
-            builder, kwargs = _builder_args(source, encoding_errors)
             files = [str(f) for f in source.files]
             dataset = datasets.load_dataset(
-                builder,
-                data_files=files,
-                split="train",
-                streaming=streaming,
-                cache_dir=str(cache_dir),
-                **kwargs,
+                "parquet", data_files=files, split="train", streaming=streaming, cache_dir=str(cache_dir)
             )
     except LmtoolError:
         raise
@@ -185,7 +196,7 @@ def _load(source: Source, *, streaming: bool, encoding_errors: str, cache_dir: P
             raise LmtoolError(
                 f"{source.key}.hf: cannot load hub dataset '{source.label}': {_first_line(exc)}"
             ) from None
-        raise _read_error(source, exc, encoding_errors) from None
+        raise _read_error(source, exc) from None
     columns = _columns(dataset)
     if cfg.text_field not in columns:
         raise ConfigError(
@@ -196,69 +207,16 @@ def _load(source: Source, *, streaming: bool, encoding_errors: str, cache_dir: P
     return dataset
 
 
-def _builder_args(source: Source, encoding_errors: str) -> tuple[str, dict]:
-    # Decode leniently unless asked to fail: replaced bytes become U+FFFD, which the cleaner counts
-    # (and drops under `skip`).
-    errors = "strict" if encoding_errors == "fail" else "replace"
-    fmt = source.format
-    if fmt == "text":
-        sample_by = {"line": "line", "paragraph": "paragraph", "file": "document"}[source.config.doc_split]
-        return "text", {
-            "sample_by": sample_by,
-            "keep_linebreaks": sample_by != "line",
-            "encoding_errors": errors,
-        }
-    if fmt == "json":
-        # The json builder hands "utf-8" files to Arrow undecoded (strict); naming the codec "utf8"
-        # routes them through Python's decoder, which honours encoding_errors.
-        return "json", {"encoding": "utf8" if errors == "replace" else "utf-8", "encoding_errors": errors}
-    if fmt in ("csv", "tsv"):
-        kwargs = {"encoding_errors": errors, "keep_default_na": False}
-        return "csv", {**kwargs, "sep": "\t"} if fmt == "tsv" else kwargs
-    return "parquet", {}
-
-
 def _columns(dataset) -> list[str]:
     names = dataset.column_names
-    if names is None:  # a streamed json source may not know its columns before the first row
+    if names is None:  # a streamed source may not know its columns before the first row
         first = next(iter(dataset.take(1)), {})
         names = list(first)
     return list(names)
 
 
-def _read_error(source: Source, exc: Exception, encoding_errors: str) -> LmtoolError:
-    cause = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        if isinstance(cause, UnicodeDecodeError):
-            break
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, UnicodeDecodeError):
-        bad = _first_undecodable(source.files)
-        where = f"{bad[0]} (byte {bad[1]})" if bad else source.label
-        if encoding_errors == "fail":
-            return LmtoolError(
-                f"{source.key}: {where} is not valid UTF-8 (data.encoding_errors is fail; use replace or skip to go on)"
-            )
-        return LmtoolError(
-            f"{source.key}: {where} is not valid UTF-8 and this compressed format is decoded strictly; decompress it so data.encoding_errors applies"
-        )
+def _read_error(source: Source, exc: Exception) -> LmtoolError:
     return LmtoolError(f"{source.key}: cannot read {source.label}: {_first_line(exc)}")
-
-
-def _first_undecodable(files: list[Path]) -> tuple[Path, int] | None:
-    """The first file (and byte offset) that is not valid UTF-8, scanning in 1 MB chunks."""
-    for path in files:
-        opener = gzip.open if path.suffix.lower() == ".gz" else open
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        offset = 0
-        with opener(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError as err:
-                    return path, offset + err.start
-                offset += len(chunk)
-    return None
 
 
 def _first_line(exc: BaseException) -> str:

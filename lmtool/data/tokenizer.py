@@ -2,7 +2,9 @@
 
 Saved with `save_pretrained`, so `AutoTokenizer.from_pretrained(dir)` gives back the same
 tokenizer with its special tokens set: GPT-2 style byte-level BPE uses `<|endoftext|>` as
-bos/eos/unk/pad; BERT style WordPiece uses [PAD] [UNK] [CLS] [SEP] [MASK].
+bos/eos/unk/pad; BERT style WordPiece uses [PAD] [UNK] [CLS] [SEP] [MASK]. The other pairings
+work too: BPE for mlm gets RoBERTa's <s> <pad> </s> <unk> <mask>, WordPiece for clm ends
+documents with [SEP].
 """
 
 from __future__ import annotations
@@ -26,6 +28,31 @@ def train_type(train: TokenizerTrainConfig, objective: str) -> str:
     return "wordpiece" if objective == "mlm" else "bpe"
 
 
+def special_tokens(kind: str, objective: str) -> dict[str, str]:
+    """The special tokens a trained tokenizer gets: those the objective needs, in the style of the
+    model family that pairs that tokenizer with that objective (GPT-2, RoBERTa, BERT)."""
+    if kind == "bpe" and objective == "clm":
+        return {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}
+    if kind == "bpe":  # RoBERTa style
+        return {
+            "bos_token": "<s>",
+            "cls_token": "<s>",
+            "pad_token": "<pad>",
+            "eos_token": "</s>",
+            "sep_token": "</s>",
+            "unk_token": "<unk>",
+            "mask_token": "<mask>",
+        }
+    if objective == "mlm":
+        return dict(
+            zip(
+                ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), BERT_SPECIALS, strict=True
+            )
+        )
+    # WordPiece for clm: [SEP] ends each document; no [CLS]/[MASK], so it is not taken for a fill-mask model
+    return {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[SEP]"}
+
+
 def train_tokenizer(
     train: TokenizerTrainConfig,
     objective: str,
@@ -36,55 +63,50 @@ def train_tokenizer(
     show_progress: bool,
 ):
     """Train on `texts` (the cleaned training split) and wrap the result as a PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     kind = train_type(train, objective)
+    specials = special_tokens(kind, objective)
+    names = list(dict.fromkeys(specials.values()))
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
+        # As in RoBERTa, <mask> takes the space before it, which belongs to the word it stands for.
+        added = [AddedToken(n, lstrip=n == "<mask>", special=True) for n in names]
         trainer = trainers.BpeTrainer(
             vocab_size=train.vocab_size,
             min_frequency=train.min_frequency,
-            special_tokens=[EOT],
+            special_tokens=added,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=show_progress,
         )
-        tok.train_from_iterator(texts, trainer, length=length)
-        return PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token=EOT,
-            eos_token=EOT,
-            unk_token=EOT,
-            pad_token=EOT,
-            model_max_length=model_max_length,
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=train.lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=train.vocab_size,
+            min_frequency=train.min_frequency,
+            special_tokens=names,
+            show_progress=show_progress,
         )
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=train.lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=train.vocab_size,
-        min_frequency=train.min_frequency,
-        special_tokens=list(BERT_SPECIALS),
-        show_progress=show_progress,
-    )
     tok.train_from_iterator(texts, trainer, length=length)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if objective == "mlm":
+        _wrap_in(tok, specials["cls_token"], specials["sep_token"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **specials)
+
+
+def _wrap_in(tok, cls: str, sep: str) -> None:
+    """Encode a text as `cls text sep` (and a pair as BERT/RoBERTa do), as masked LMs expect."""
+    from tokenizers import processors
+
+    ids = [(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))]
+    pair = f"{cls} $A {sep} $B:1 {sep}:1" if cls == "[CLS]" else f"{cls} $A {sep} {sep} $B {sep}"
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=model_max_length,
+        single=f"{cls} $A {sep}", pair=pair, special_tokens=ids
     )
 
 
