@@ -235,3 +235,10 @@ def test_bad_per_prompt_setting_names_line_and_key(causal_model_dir):
     assert_usage_error(
         run_inproc("generate", "--model", str(causal_model_dir), input=lines), "stdin:1", "top_p"
     )
+
+
+def test_seed_applies_to_every_batch(causal_model_dir):
+    """Two lines with the same prompt and seed give the same text, though the seed value never changes."""
+    line = json.dumps({"prompt": "The king", "seed": 3, "max_new_tokens": 12, "temperature": 1.5})
+    records = generate_jsonl(causal_model_dir, "--batch-size", "1", input=f"{line}\n{line}\n")
+    assert len(records) == 2 and records[0]["text"] == records[1]["text"]
