@@ -207,3 +207,40 @@ def test_data_of_the_other_objective(masked_model_dir, clm_data):
         "clm data",
         "masked LM",
     )
+
+
+def test_data_of_another_tokenizer_with_the_same_vocabulary_size(causal_model_dir, clm_data, tmp_path):
+    """Two ids swapped: same size, different ids for the same text; the manifest's fingerprint tells."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(causal_model_dir, other)
+    spec = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (other / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    result = run_inproc("evaluate", "--model", str(other), "--data", str(clm_data))
+    assert_usage_error(result, "different tokenizer", str(clm_data), str(other))
+
+
+def test_preprocess_records_the_tokenizer_fingerprint(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lmtool.data.identity import tokenizer_identity
+
+    (tmp_path / "a.txt").write_text("\n".join(corpus(40)) + "\n", encoding="utf-8")
+    config = {
+        "run": {"name": "t"},
+        "data": {
+            "sources": [{"path": str(tmp_path / "a.txt")}],
+            "processed_dir": str(tmp_path / "p"),
+            "block_size": 16,
+        },
+        "tokenizer": {"train": {"vocab_size": 300, "min_frequency": 1}},
+    }
+    (tmp_path / "c.yaml").write_text(json.dumps(config), encoding="utf-8")
+    result = run_inproc("preprocess", str(tmp_path / "c.yaml"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text(encoding="utf-8"))
+    saved = AutoTokenizer.from_pretrained(tmp_path / "p" / "tokenizer")
+    assert manifest["tokenizer_fingerprint"] == tokenizer_identity(saved)

@@ -38,6 +38,7 @@ from lmtool.data.documents import (
     saved_documents,
 )
 from lmtool.data.encode import choose_encoder, encoded_batches
+from lmtool.data.identity import tokenizer_identity
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.tokenizer import (
     load_tokenizer,
@@ -241,6 +242,7 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
         "block_size": data.block_size,
         "remainder": data.remainder,
         "vocab_size": vocab,
+        "tokenizer_fingerprint": tokenizer_identity(tokenizer),
         "dtype": dtype.name,
         "streaming": streaming,
         "tokenizer": tokenizer_info,

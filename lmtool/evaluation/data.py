@@ -43,12 +43,7 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
         raise LmtoolError(
             f"{path} holds {objective} data but the model is a {kind} LM: evaluate it on matching data"
         )
-    vocab = manifest.get("vocab_size")
-    if vocab is not None and vocab != len(tokenizer):
-        raise LmtoolError(
-            f"{path} was tokenized with a different tokenizer (vocab {vocab}) than the model's ({len(tokenizer)}): "
-            "pass the raw text with --data FILE instead"
-        )
+    _check_tokenizer(path, manifest, tokenizer, cfg.model)
     split_dir = path / cfg.split
     if not split_dir.is_dir():
         have = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != "tokenizer")
@@ -65,6 +60,28 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
         raise LmtoolError(f"{split_dir} has no blocks to evaluate")
     decoded = tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=True)
     return EvalData(rows, sum(len(t.encode("utf-8")) for t in decoded), True, f"{path}:{cfg.split}")
+
+
+def _check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
+    """The data's ids must mean what the model's tokenizer means: same fingerprint (older manifests
+    have none: then at least the same vocabulary size)."""
+    from lmtool.data.identity import tokenizer_identity
+
+    hint = "pass the raw text with --data FILE instead"
+    stored = manifest.get("tokenizer_fingerprint")
+    if stored is not None:
+        own = tokenizer_identity(tokenizer)
+        if stored != own:
+            raise LmtoolError(
+                f"{path} was tokenized with a different tokenizer (fingerprint {stored[:12]}, {path / 'tokenizer'}) "
+                f"than the model's ({own[:12]}, {model}): {hint}"
+            )
+        return
+    vocab = manifest.get("vocab_size")
+    if vocab is not None and vocab != len(tokenizer):
+        raise LmtoolError(
+            f"{path} was tokenized with a different tokenizer (vocab {vocab}) than the model's ({len(tokenizer)}): {hint}"
+        )
 
 
 def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
