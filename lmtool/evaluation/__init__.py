@@ -55,19 +55,22 @@ def window_and_stride(
 
 
 def _causal(loaded: Loaded, data: EvalData, cfg: EvaluateConfig, block_size: int) -> dict:
-    from lmtool.evaluation.perplexity import bits_per_byte, count_windows, sliding_window_nll, streams
+    from lmtool.evaluation import perplexity
+    from lmtool.evaluation.text_bytes import range_bytes
 
     window, stride = window_and_stride(cfg, loaded, data, block_size)
     tok = loaded.tokenizer
     start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    seqs = streams(data, separate=cfg.documents == "separate", eos_id=tok.eos_token_id, start_id=start_id)
-    total = count_windows(seqs, window, stride)
+    seqs = perplexity.streams(
+        data, separate=cfg.documents == "separate", eos_id=tok.eos_token_id, start_id=start_id
+    )
+    total = perplexity.count_windows(seqs, window, stride)
     with console.progress("evaluating", total=total) as bar:
-        metrics = sliding_window_nll(loaded, seqs, window, stride, cfg.batch_size, bar)
-    if metrics["tokens"] == 0:
+        totals = perplexity.sliding_window_nll(loaded, seqs, window, stride, cfg.batch_size, bar)
+    if totals.tokens == 0:
         raise LmtoolError(f"{data.label}: nothing to score (the text is shorter than two tokens)")
-    bpb = bits_per_byte(metrics["loss"], metrics["tokens"], data.text_bytes)
-    return {**metrics, "bits_per_byte": bpb, "bytes": data.text_bytes, "window": window, "stride": stride,
+    text_bytes = sum(range_bytes(tok, s, perplexity.scored_ranges(len(s), window, stride)) for s in seqs)
+    return {**perplexity.metrics(totals, text_bytes), "window": window, "stride": stride,
             "documents": cfg.documents, "samples": len(data.rows)}  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """What `lmtool evaluate` scores: token rows from a processed data dir, or documents from a raw file.
 
 A processed dir is used as `lmtool preprocess` wrote it (its blocks are what the model trained on);
-raw text (.txt, .jsonl, ... as for `data.sources`) is tokenized with the model's own tokenizer,
-documents joined with EOS (causal) or packed into [CLS] ... [SEP] blocks (masked) as preprocess does.
+raw text (.txt, .jsonl, ... as for `data.sources`) is tokenized with the model's own tokenizer, each
+record (a .txt file as written, unless `evaluate.doc_split` cuts it; a JSONL/CSV row) on its own, with no
+special tokens: the causal scorer joins records with EOS, the masked one packs [CLS] ... [SEP] blocks.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from lmtool.errors import ConfigError, LmtoolError
 
 @dataclass
 class EvalData:
-    """Token ids to score, grouped into documents (raw) or blocks (processed), and the text's UTF-8 bytes."""
+    """Token ids to score, grouped into documents (raw) or blocks (processed)."""
 
     rows: list[np.ndarray]
-    text_bytes: int
     processed: bool  # rows are preprocess blocks (True) or one row per raw document (False)
     label: str
 
@@ -58,8 +58,7 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
     rows = [np.asarray(row, dtype=np.int64) for row in dataset.with_format("numpy")["input_ids"]]
     if not rows:
         raise LmtoolError(f"{split_dir} has no blocks to evaluate")
-    decoded = tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=True)
-    return EvalData(rows, sum(len(t.encode("utf-8")) for t in decoded), True, f"{path}:{cfg.split}")
+    return EvalData(rows, True, f"{path}:{cfg.split}")
 
 
 def _check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
@@ -85,7 +84,7 @@ def _check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
 
 
 def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
-    """One row of token ids per document (no special tokens), read like a `data.sources` entry."""
+    """One row of token ids per record (no special tokens), read like a `data.sources` entry."""
     import datasets
 
     from lmtool.data import sources
@@ -108,7 +107,7 @@ def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
     if not texts:
         raise LmtoolError(f"evaluate.data: {path} has no text to evaluate")
     rows = [np.asarray(ids, dtype=np.int64) for ids in encode_batch(tokenizer, texts)]
-    return EvalData(rows, sum(len(t.encode("utf-8")) for t in texts), False, path)
+    return EvalData(rows, False, path)
 
 
 def load_data(cfg: EvaluateConfig, default_dir: str, tokenizer, causal: bool) -> EvalData:
