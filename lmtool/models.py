@@ -28,6 +28,7 @@ from transformers import (
 from lmtool import lstm
 from lmtool.config import Config, ConfigError, check_arch, looks_like_hub_id
 from lmtool.errors import LmtoolError
+from lmtool.positions import record_trained_context, scratch_positions
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -69,6 +70,7 @@ def build_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMo
                 ) from None
             raise
     _check_block_size(cfg, model.config)
+    record_trained_context(model.config, cfg.data.block_size, from_scratch=cfg.model.init_from is None)
     return model
 
 
@@ -104,6 +106,7 @@ def _config_from_scratch(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> Pre
         **{k: v for k, v in special.items() if k in known},
         "vocab_size": vocab,
         **scratch_defaults(config_class),
+        **scratch_positions(config_class, cfg.model.config, special["pad_token_id"], cfg.data.block_size),
         **cfg.model.config,
     }
     try:

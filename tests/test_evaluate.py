@@ -348,3 +348,17 @@ def test_bits_per_byte_leaves_out_unscored_window_starts_without_splitting_chara
         assert sum(b - a for a, b in ranges) == len(ids) - len(starts)
         unscored = range_bytes(tok, ids, [(s, s + 1) for s in starts])
         assert range_bytes(tok, ids, ranges) + unscored == total
+
+
+def test_default_window_is_the_trained_context(causal_model_dir, clm_data, tmp_path):
+    """The model has 64 positions but was trained on 32-token blocks: evaluate defaults to 32."""
+    import shutil
+
+    model_dir = tmp_path / "trained-on-32"
+    shutil.copytree(causal_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    (model_dir / "config.json").write_text(
+        json.dumps({**config, "lmtool_block_size": BLOCK}), encoding="utf-8"
+    )
+    result = evaluate(model_dir, "--data", str(clm_data), "--output", str(tmp_path / "e.json"))
+    assert result["window"] == BLOCK

@@ -37,8 +37,10 @@ def run_evaluate(config: Config) -> dict:
 def window_and_stride(
     cfg: EvaluateConfig, loaded: Loaded, data: EvalData, block_size: int
 ) -> tuple[int, int]:
-    """The window is --max-length, else the model's context, else (models without one) the block size."""
+    """The window is --max-length, else the context the model was trained on (recorded with it; for other
+    models, all their positions), else (models without positions) the block size."""
     from lmtool.models import max_positions
+    from lmtool.positions import trained_context
 
     context = max_positions(loaded.model.config)
     if cfg.max_length is not None and context is not None and cfg.max_length > context:
@@ -47,7 +49,8 @@ def window_and_stride(
             f"is larger than the model's context ({context} tokens)",
             value=cfg.max_length,
         )
-    window = cfg.max_length or context or (max(len(r) for r in data.rows) if data.processed else block_size)
+    trained = trained_context(loaded.model.config)
+    window = cfg.max_length or trained or (max(len(r) for r in data.rows) if data.processed else block_size)
     stride = cfg.stride or window
     if stride > window:
         raise ConfigError("evaluate.stride", f"must be at most the window ({window} tokens)", value=stride)
@@ -77,12 +80,13 @@ def _causal(loaded: Loaded, data: EvalData, cfg: EvaluateConfig, block_size: int
 def _masked(loaded: Loaded, data: EvalData, cfg: EvaluateConfig) -> dict:
     from lmtool.evaluation.masked import blocks, masked_metrics, pseudo_perplexity
     from lmtool.models import max_positions
+    from lmtool.positions import trained_context
 
     if loaded.tokenizer.mask_token_id is None:
         raise LmtoolError(
             f"{cfg.model}: the tokenizer has no mask token, so masked-LM metrics cannot be computed"
         )
-    length = cfg.max_length or max_positions(loaded.model.config) or 512
+    length = cfg.max_length or trained_context(loaded.model.config) or 512
     rows = blocks(data, loaded.tokenizer, length, separate=cfg.documents == "separate")
     longest = max(len(r) for r in rows)
     context = max_positions(loaded.model.config)
