@@ -246,8 +246,9 @@ def test_preprocess_records_the_tokenizer_fingerprint(tmp_path):
     assert manifest["tokenizer_fingerprint"] == tokenizer_identity(saved)
 
 
-def hf_fixed_length_perplexity(model_dir, text: str, max_length: int, stride: int) -> float:
-    """The Hugging Face "Perplexity of fixed-length models" recipe, token-weighted, with plain transformers."""
+def hf_fixed_length_perplexity(model_dir, text: str, max_length: int, stride: int) -> tuple[float, int]:
+    """The Hugging Face "Perplexity of fixed-length models" recipe, token-weighted, with plain transformers:
+    (perplexity, scored tokens)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -263,13 +264,15 @@ def hf_fixed_length_perplexity(model_dir, text: str, max_length: int, stride: in
         target_ids[:, :-trg_len] = -100
         with torch.no_grad():
             loss = model(input_ids, labels=target_ids).loss
-        num_valid_tokens = (target_ids != -100).sum().item() - target_ids.size(0)
+        # The labels the model scores after its shift. The docs write `(target_ids != -100).sum() - batch_size`,
+        # the same for the first window but one short for each later one when stride < max_length.
+        num_valid_tokens = (target_ids[:, 1:] != -100).sum().item()
         nll_sum += loss.item() * num_valid_tokens
         n_tokens += num_valid_tokens
         prev_end_loc = end_loc
         if end_loc == seq_len:
             break
-    return math.exp(nll_sum / n_tokens)
+    return math.exp(nll_sum / n_tokens), n_tokens
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +289,10 @@ def gpt2_tokenizer_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("gpt2-real-tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(source)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=128, vocab_size=len(tokenizer))
+    # Large initial weights: window losses differ widely, so any error in how windows are weighted shows.
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=2, n_positions=128, vocab_size=len(tokenizer), initializer_range=0.3
+    )
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -301,9 +307,9 @@ def test_raw_text_perplexity_equals_the_hugging_face_recipe(gpt2_tokenizer_model
     data.write_text(text, encoding="utf-8")
     result = evaluate(gpt2_tokenizer_model, "--data", str(data), "--max-length", "64", "--stride", "24",
                       "--output", str(tmp_path / "e.json"))  # fmt: skip
-    assert result["perplexity"] == pytest.approx(
-        hf_fixed_length_perplexity(gpt2_tokenizer_model, text, 64, 24), rel=1e-4
-    )
+    perplexity, tokens = hf_fixed_length_perplexity(gpt2_tokenizer_model, text, 64, 24)
+    assert result["tokens"] == tokens
+    assert result["perplexity"] == pytest.approx(perplexity, rel=1e-4)
 
 
 def test_bits_per_byte_counts_the_bytes_of_the_scored_tokens(causal_model_dir, tmp_path):
