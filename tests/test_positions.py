@@ -29,6 +29,16 @@ def test_from_scratch_positions_are_the_block_size(tmp_path):
     assert trained_context(model.config) == 48
 
 
+def test_preprocess_takes_any_block_size_for_a_model_built_from_scratch(tmp_path):
+    """GPT-2 defaults to 1024 positions, but from scratch it gets the block size: 2048 is no error."""
+    from lmtool.data.preprocess import model_positions
+
+    assert model_positions(config(tmp_path, 2048, arch="gpt2", config=SMALL))[0] is None
+    assert (
+        model_positions(config(tmp_path, 2048, arch="gpt2", config={**SMALL, "n_positions": 1024}))[0] == 1024
+    )
+
+
 def test_model_config_positions_win_and_the_trained_context_is_recorded(tmp_path):
     cfg = config(tmp_path, 48, arch="gpt2", config={**SMALL, "n_positions": 96})
     model = build_model(cfg, _bpe_tokenizer())

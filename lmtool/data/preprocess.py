@@ -122,7 +122,8 @@ def _check_block_size(config: Config) -> None:
 
 def model_positions(config: Config) -> tuple[int | None, str]:
     """The longest sequence the configured model takes, and where that number comes from.
-    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded."""
+    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded, or a model
+    built from scratch without positions in model.config: it gets data.block_size positions."""
     model = config.model
     for name in POSITION_KEYS:
         value = model.config.get(name)
@@ -137,19 +138,6 @@ def model_positions(config: Config) -> tuple[int | None, str]:
         for name in POSITION_KEYS:
             if isinstance(saved.get(name), int):
                 return saved[name], f"{config_file} {name}"
-        return None, ""
-    if model.arch == "lstm":
-        return None, ""
-    try:
-        from transformers import AutoConfig
-
-        defaults = AutoConfig.for_model(model.arch)
-    except (ValueError, KeyError):
-        return None, ""  # unknown arch: `config validate` and pretrain report it
-    for name in POSITION_KEYS:
-        value = getattr(defaults, name, None)
-        if isinstance(value, int):
-            return value, f"default {name} of model.arch {model.arch}"
     return None, ""
 
 
