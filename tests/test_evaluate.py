@@ -368,3 +368,17 @@ def test_default_window_is_the_trained_context(causal_model_dir, clm_data, tmp_p
     )
     result = evaluate(model_dir, "--data", str(clm_data), "--output", str(tmp_path / "e.json"))
     assert result["window"] == BLOCK
+
+
+def test_tokenizer_fingerprint_ignores_the_pad_token_but_not_the_separator(causal_model_dir):
+    """preprocess gives a tokenizer without padding pad = EOS: the original must still match its data."""
+    from transformers import AutoTokenizer
+
+    from lmtool.data.identity import tokenizer_identity
+
+    original = AutoTokenizer.from_pretrained(causal_model_dir)
+    padded = AutoTokenizer.from_pretrained(causal_model_dir)
+    padded.pad_token = None
+    assert tokenizer_identity(padded) == tokenizer_identity(original)
+    padded.eos_token = "a"
+    assert tokenizer_identity(padded) != tokenizer_identity(original)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# Not the pad token: padding never reaches the data, and preprocess sets pad = EOS on tokenizers without one.
+SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token")
 
 
 def tokenizer_identity(tokenizer) -> str:
