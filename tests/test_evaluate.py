@@ -108,6 +108,17 @@ def test_stride_equal_to_window_on_one_block_is_one_forward_pass(causal_model_di
     assert result["perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)
 
 
+def token_nlls(model_dir, ids: list[int]) -> list[float]:
+    """NLL of each token after the first, given all the tokens before it (one forward pass)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none").tolist()
+
+
 def test_jsonl_records_joined_with_eos_between_and_separate_documents(causal_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
@@ -130,6 +141,15 @@ def test_jsonl_records_joined_with_eos_between_and_separate_documents(causal_mod
     assert joined["tokens"] == sum(len(i) for i in ids) + len(docs) - 1 - 1
     first = len(tok.decode(ids[0][:1]).encode("utf-8"))
     assert joined["bytes"] == sum(len(d.encode("utf-8")) for d in docs) - first
+    # Bits per byte leaves the EOS separators out of the numerator too (they have no bytes).
+    stream = ids[0] + [tok.eos_token_id] + ids[1] + [tok.eos_token_id] + ids[2]
+    assert len(stream) <= 64  # one window
+    text_nll = sum(
+        n
+        for n, t in zip(token_nlls(causal_model_dir, stream), stream[1:], strict=True)
+        if t != tok.eos_token_id
+    )
+    assert joined["bits_per_byte"] == pytest.approx(text_nll / math.log(2) / joined["bytes"], rel=1e-5)
     # Each record after a start token that is context only: every token of every record is scored.
     assert separate["tokens"] == sum(len(i) for i in ids)
     assert separate["bytes"] == sum(len(d.encode("utf-8")) for d in docs)

@@ -79,7 +79,6 @@ class Totals:
     nll: float = 0.0
     tokens: int = 0
     text_nll: float = 0.0
-    text_tokens: int = 0
 
 
 def sliding_window_nll(
@@ -137,7 +136,6 @@ def _score(
     totals.nll += float(nll[scored].sum())
     totals.tokens += int(scored.sum())
     totals.text_nll += float(nll[text].sum())
-    totals.text_tokens += int(text.sum())
 
 
 def count_windows(seqs: list[np.ndarray], window: int, stride: int) -> int:
