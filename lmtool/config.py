@@ -413,8 +413,8 @@ class EvaluateConfig(Section):
     )
     text_field: str = Field("text", description="Field holding the text when data is a .jsonl file.")
     doc_split: Literal["line", "paragraph", "file"] = Field(
-        "paragraph",
-        description="How a raw .txt data file splits into documents: per line, per blank-line-separated paragraph, or whole file.",
+        "file",
+        description="How a raw .txt data file splits into documents: whole file (scored exactly as written), or per line / blank-line-separated paragraph (joined with EOS).",
     )
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 

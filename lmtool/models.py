@@ -30,6 +30,7 @@ from lmtool import lstm
 from lmtool.config import Config, ConfigError, check_arch, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
+from lmtool.positions import max_positions, record_trained_context, scratch_positions
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -70,6 +71,7 @@ def build_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMo
         torch.manual_seed(cfg.run.seed)
         model = model_from_config(cfg, config)
     _check_block_size(cfg, model.config)
+    record_trained_context(model.config, cfg.data.block_size, from_scratch=cfg.model.init_from is None)
     return model
 
 
@@ -160,6 +162,7 @@ def scratch_config(cfg: Config, vocab_size: int, special: dict[str, int | None])
         **{k: v for k, v in special.items() if k in known},
         "vocab_size": vocab_size,
         **scratch_defaults(config_class),
+        **scratch_positions(config_class, cfg.model.config, special["pad_token_id"], cfg.data.block_size),
         **cfg.model.config,
         **_kv_heads(config_class, cfg.model.config, known),
     }
@@ -213,15 +216,6 @@ def _padded(size: int, multiple: int) -> int:
 
 def _attention_kwargs(attention: str) -> dict:
     return {} if attention == "auto" else {"attn_implementation": attention}
-
-
-def max_positions(config: PreTrainedConfig) -> int | None:
-    """The longest sequence the model can take (None: unbounded, e.g. the LSTM)."""
-    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def _check_block_size(cfg: Config, config: PreTrainedConfig) -> None:

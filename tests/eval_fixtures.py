@@ -176,7 +176,10 @@ def save_processed(path: Path, model_dir: Path, *, objective: str, block_size: i
         )
     Dataset.from_dict({"input_ids": blocks.astype(np.uint16).tolist()}).save_to_disk(str(path / "validation"))
     tok.save_pretrained(path / "tokenizer")
-    manifest = {"objective": objective, "block_size": block_size, "vocab_size": len(tok), "splits": {}}
+    from lmtool.data.identity import tokenizer_identity
+
+    manifest = {"objective": objective, "block_size": block_size, "vocab_size": len(tok), "splits": {},
+                "tokenizer_fingerprint": tokenizer_identity(tok)}  # fmt: skip
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 

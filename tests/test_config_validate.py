@@ -59,7 +59,7 @@ def test_validate_accepts_a_consistent_config(tmp_path, monkeypatch):
 
 
 def test_preprocess_reads_positions_as_models_do(tmp_path):
-    """One place says which config key holds a model's positions (models.max_positions)."""
+    """One place says which config key holds a model's positions (positions.max_positions)."""
     from lmtool.data.preprocess import model_positions
 
     (tmp_path / "model").mkdir()

@@ -246,3 +246,10 @@ def test_beam_search_with_more_sequences_than_beams(causal_model_dir):
     line = json.dumps({"prompt": "hi", "num_beams": 2, "num_return_sequences": 3}) + "\n"
     result = run_inproc("generate", "--model", str(causal_model_dir), "--sample", input=line)
     assert_usage_error(result, "stdin:1", "num_return_sequences")
+
+
+def test_seed_applies_to_every_batch(causal_model_dir):
+    """Two lines with the same prompt and seed give the same text, though the seed value never changes."""
+    line = json.dumps({"prompt": "The king", "seed": 3, "max_new_tokens": 12, "temperature": 1.5})
+    records = generate_jsonl(causal_model_dir, "--batch-size", "1", input=f"{line}\n{line}\n")
+    assert len(records) == 2 and records[0]["text"] == records[1]["text"]

@@ -44,7 +44,7 @@ def make_config(tmp_path: Path, sources: list[dict], **data) -> object:
             **data,
         },
         "tokenizer": {"train": {"vocab_size": 300, "min_frequency": 1}},
-        "model": {"config": {"n_layer": 2}},
+        "model": {"config": {"n_layer": 2, "n_positions": 1024}},
     }
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps(text))

@@ -164,7 +164,7 @@ def test_whole_word_masking_masks_all_pieces_of_a_word(wordpiece):
 
 
 def test_mlm_evaluator_reports_accuracy(wordpiece):
-    model = build_model(tiny("mlm", "bert"), wordpiece)
+    model = build_model(tiny("mlm", "bert", ["data.block_size=32"]), wordpiece)
     task = make_task("mlm", wordpiece, seed=0)
     evaluator = task.evaluator()
     evaluator.update(model, task.collate(examples(wordpiece, length=32)))
@@ -203,7 +203,7 @@ def test_lstm_trains_saves_and_reloads(bpe, tmp_path):
     ("overrides", "key"),
     [
         (["model.config={n_layerz: 2}"], "model.config.n_layerz"),
-        (["data.block_size=4096"], "data.block_size"),
+        (["data.block_size=4096", "model.config.n_positions=1024"], "data.block_size"),
         (["model.init_from=/does/not/exist"], "model.init_from"),
         (["model.arch=gpt3"], "model.arch"),
         (["model.config={n_layer: many}"], "model.config"),

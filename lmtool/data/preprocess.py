@@ -38,6 +38,7 @@ from lmtool.data.documents import (
     saved_documents,
 )
 from lmtool.data.encode import choose_encoder, encoded_batches
+from lmtool.data.identity import tokenizer_identity
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.tokenizer import (
     load_tokenizer,
@@ -125,10 +126,11 @@ def _check_block_size(config: Config) -> None:
 
 def model_positions(config: Config) -> tuple[int | None, str]:
     """The longest sequence the configured model takes, and where that number comes from.
-    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded."""
+    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded, or a model
+    built from scratch without positions in model.config: it gets data.block_size positions."""
     from types import SimpleNamespace
 
-    from lmtool.models import max_positions
+    from lmtool.positions import max_positions
 
     model = config.model
     limit = max_positions(SimpleNamespace(**model.config))
@@ -142,16 +144,7 @@ def model_positions(config: Config) -> tuple[int | None, str]:
             return None, ""
         limit = max_positions(SimpleNamespace(**saved)) if isinstance(saved, dict) else None
         return limit, str(config_file)
-    if model.arch == "lstm":
-        return None, ""
-    try:
-        from transformers import AutoConfig
-
-        defaults = AutoConfig.for_model(model.arch)
-    except (ValueError, KeyError):
-        return None, ""  # unknown arch: `config validate` and pretrain report it
-    limit = max_positions(defaults)
-    return limit, f"the default of model.arch {model.arch}"
+    return None, ""
 
 
 def _quiet_datasets() -> None:
@@ -243,6 +236,7 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
         "block_size": data.block_size,
         "remainder": data.remainder,
         "vocab_size": vocab,
+        "tokenizer_fingerprint": tokenizer_identity(tokenizer),
         "dtype": dtype.name,
         "streaming": streaming,
         "tokenizer": tokenizer_info,

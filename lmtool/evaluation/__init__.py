@@ -37,8 +37,9 @@ def run_evaluate(config: Config) -> dict:
 def window_and_stride(
     cfg: EvaluateConfig, loaded: Loaded, data: EvalData, block_size: int
 ) -> tuple[int, int]:
-    """The window is --max-length, else the model's context, else (models without one) the block size."""
-    from lmtool.models import max_positions
+    """The window is --max-length, else the context the model was trained on (recorded with it; for other
+    models, all their positions), else (models without positions) the block size."""
+    from lmtool.positions import max_positions, trained_context
 
     context = max_positions(loaded.model.config)
     if cfg.max_length is not None and context is not None and cfg.max_length > context:
@@ -47,7 +48,8 @@ def window_and_stride(
             f"is larger than the model's context ({context} tokens)",
             value=cfg.max_length,
         )
-    window = cfg.max_length or context or (max(len(r) for r in data.rows) if data.processed else block_size)
+    trained = trained_context(loaded.model.config)
+    window = cfg.max_length or trained or (max(len(r) for r in data.rows) if data.processed else block_size)
     stride = cfg.stride or window
     if stride > window:
         raise ConfigError("evaluate.stride", f"must be at most the window ({window} tokens)", value=stride)
@@ -55,31 +57,34 @@ def window_and_stride(
 
 
 def _causal(loaded: Loaded, data: EvalData, cfg: EvaluateConfig, block_size: int) -> dict:
-    from lmtool.evaluation.perplexity import bits_per_byte, count_windows, sliding_window_nll, streams
+    from lmtool.evaluation import perplexity
+    from lmtool.evaluation.text_bytes import range_bytes
 
     window, stride = window_and_stride(cfg, loaded, data, block_size)
     tok = loaded.tokenizer
     start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    seqs = streams(data, separate=cfg.documents == "separate", eos_id=tok.eos_token_id, start_id=start_id)
-    total = count_windows(seqs, window, stride)
+    seqs = perplexity.streams(
+        data, separate=cfg.documents == "separate", eos_id=tok.eos_token_id, start_id=start_id
+    )
+    total = perplexity.count_windows(seqs, window, stride)
     with console.progress("evaluating", total=total) as bar:
-        metrics = sliding_window_nll(loaded, seqs, window, stride, cfg.batch_size, bar)
-    if metrics["tokens"] == 0:
+        totals = perplexity.sliding_window_nll(loaded, seqs, window, stride, cfg.batch_size, bar)
+    if totals.tokens == 0:
         raise LmtoolError(f"{data.label}: nothing to score (the text is shorter than two tokens)")
-    bpb = bits_per_byte(metrics["loss"], metrics["tokens"], data.text_bytes)
-    return {**metrics, "bits_per_byte": bpb, "bytes": data.text_bytes, "window": window, "stride": stride,
+    text_bytes = sum(range_bytes(tok, s, perplexity.scored_ranges(len(s), window, stride)) for s in seqs)
+    return {**perplexity.metrics(totals, text_bytes), "window": window, "stride": stride,
             "documents": cfg.documents, "samples": len(data.rows)}  # fmt: skip
 
 
 def _masked(loaded: Loaded, data: EvalData, cfg: EvaluateConfig) -> dict:
     from lmtool.evaluation.masked import blocks, masked_metrics, pseudo_perplexity
-    from lmtool.models import max_positions
+    from lmtool.positions import max_positions, trained_context
 
     if loaded.tokenizer.mask_token_id is None:
         raise LmtoolError(
             f"{cfg.model}: the tokenizer has no mask token, so masked-LM metrics cannot be computed"
         )
-    length = cfg.max_length or max_positions(loaded.model.config) or 512
+    length = cfg.max_length or trained_context(loaded.model.config) or 512
     rows = blocks(data, loaded.tokenizer, length, separate=cfg.documents == "separate")
     longest = max(len(r) for r in rows)
     context = max_positions(loaded.model.config)

@@ -1,8 +1,9 @@
 """What `lmtool evaluate` scores: token rows from a processed data dir, or documents from a raw file.
 
 A processed dir is used as `lmtool preprocess` wrote it (its blocks are what the model trained on);
-raw text (.txt, .jsonl, ... as for `data.sources`) is tokenized with the model's own tokenizer,
-documents joined with EOS (causal) or packed into [CLS] ... [SEP] blocks (masked) as preprocess does.
+raw text (.txt, .jsonl, ... as for `data.sources`) is tokenized with the model's own tokenizer, each
+record (a .txt file as written, unless `evaluate.doc_split` cuts it; a JSONL/CSV row) on its own, with no
+special tokens: the causal scorer joins records with EOS, the masked one packs [CLS] ... [SEP] blocks.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from lmtool.errors import ConfigError, LmtoolError
 
 @dataclass
 class EvalData:
-    """Token ids to score, grouped into documents (raw) or blocks (processed), and the text's UTF-8 bytes."""
+    """Token ids to score, grouped into documents (raw) or blocks (processed)."""
 
     rows: list[np.ndarray]
-    text_bytes: int
     processed: bool  # rows are preprocess blocks (True) or one row per raw document (False)
     label: str
 
@@ -43,12 +43,7 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
         raise LmtoolError(
             f"{path} holds {objective} data but the model is a {kind} LM: evaluate it on matching data"
         )
-    vocab = manifest.get("vocab_size")
-    if vocab is not None and vocab != len(tokenizer):
-        raise LmtoolError(
-            f"{path} was tokenized with a different tokenizer (vocab {vocab}) than the model's ({len(tokenizer)}): "
-            "pass the raw text with --data FILE instead"
-        )
+    _check_tokenizer(path, manifest, tokenizer, cfg.model)
     split_dir = path / cfg.split
     if not split_dir.is_dir():
         have = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != "tokenizer")
@@ -63,12 +58,33 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
     rows = [np.asarray(row, dtype=np.int64) for row in dataset.with_format("numpy")["input_ids"]]
     if not rows:
         raise LmtoolError(f"{split_dir} has no blocks to evaluate")
-    decoded = tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=True)
-    return EvalData(rows, sum(len(t.encode("utf-8")) for t in decoded), True, f"{path}:{cfg.split}")
+    return EvalData(rows, True, f"{path}:{cfg.split}")
+
+
+def _check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
+    """The data's ids must mean what the model's tokenizer means: same fingerprint (older manifests
+    have none: then at least the same vocabulary size)."""
+    from lmtool.data.identity import tokenizer_identity
+
+    hint = "pass the raw text with --data FILE instead"
+    stored = manifest.get("tokenizer_fingerprint")
+    if stored is not None:
+        own = tokenizer_identity(tokenizer)
+        if stored != own:
+            raise LmtoolError(
+                f"{path} was tokenized with a different tokenizer (fingerprint {stored[:12]}, {path / 'tokenizer'}) "
+                f"than the model's ({own[:12]}, {model}): {hint}"
+            )
+        return
+    vocab = manifest.get("vocab_size")
+    if vocab is not None and vocab != len(tokenizer):
+        raise LmtoolError(
+            f"{path} was tokenized with a different tokenizer (vocab {vocab}) than the model's ({len(tokenizer)}): {hint}"
+        )
 
 
 def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
-    """One row of token ids per document (no special tokens), read like a `data.sources` entry."""
+    """One row of token ids per record (no special tokens), read like a `data.sources` entry."""
     import datasets
 
     from lmtool.data import sources
@@ -91,7 +107,7 @@ def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
     if not texts:
         raise LmtoolError(f"evaluate.data: {path} has no text to evaluate")
     rows = [np.asarray(ids, dtype=np.int64) for ids in encode_batch(tokenizer, texts)]
-    return EvalData(rows, sum(len(t.encode("utf-8")) for t in texts), False, path)
+    return EvalData(rows, False, path)
 
 
 def load_data(cfg: EvaluateConfig, default_dir: str, tokenizer, causal: bool) -> EvalData:

@@ -86,7 +86,6 @@ def _continue(loaded: Loaded, prompts: list[Prompt], batch_size: int, out: TextI
     from lmtool.generation.causal import Generator, TextStream
 
     gen = Generator(loaded)
-    seeded: int | None = None
     written = 0
     stream = as_text and all(p.settings.num_beams == 1 for p in prompts)
     if not gen.pads_safely and batch_size > 1:
@@ -96,9 +95,10 @@ def _continue(loaded: Loaded, prompts: list[Prompt], batch_size: int, out: TextI
         batch_size = 1
     with console.progress("generating", total=len(prompts)) as bar:
         for batch, settings in _batches(prompts, 1 if stream else batch_size):
-            if settings.seed is not None and settings.seed != seeded:
+            # Seeded before every batch, so a prompt's output depends only on its seed and its batch's
+            # rows (they draw from one stream), not on what earlier batches consumed.
+            if settings.seed is not None:
                 torch.manual_seed(settings.seed)
-                seeded = settings.seed
             if stream:  # one sample at a time, written as it is produced
                 single = settings.model_copy(update={"num_return_sequences": 1})
                 for index in range(settings.num_return_sequences):

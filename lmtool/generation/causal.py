@@ -34,7 +34,7 @@ class Generator:
     """Generates continuations for lists of prompts that share one set of settings."""
 
     def __init__(self, loaded: Loaded):
-        from lmtool.models import max_positions
+        from lmtool.positions import max_positions
 
         self.loaded = loaded
         tok = loaded.tokenizer

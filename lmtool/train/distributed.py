@@ -71,6 +71,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 keeps long loss sums exact; MPS has no float64, so float32 there (a step's sums are short)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -197,7 +197,7 @@ class Trainer:
     def _accumulate(self, batches, stop_requested: bool) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
         summed over all ranks. Gradients are left as sums of per-token losses / loss_divisor (scaled later)."""
-        local = torch.zeros(4, dtype=torch.float64, device=self.device)
+        local = torch.zeros(4, dtype=distributed.accumulator_dtype(self.device), device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == self.plan.accumulation - 1
@@ -206,7 +206,7 @@ class Trainer:
             self.scaler.scale(loss * count / self.loss_divisor).backward()
             mask = batch.get("attention_mask")
             tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
-            local[0] += loss.detach().double() * count
+            local[0] += loss.detach().to(local.dtype) * count
             local[1] += count
             local[2] += tokens
         local[3] = float(stop_requested)
