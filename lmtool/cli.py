@@ -314,7 +314,7 @@ def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
     Example: lmtool pretrain configs/quickstart.yaml --set train.max_steps=100
     """
     from lmtool.config import load_config
-    from lmtool.train.pretrain import run_pretrain
+    from lmtool.recipes.pretrain import run_pretrain
 
     final = run_pretrain(load_config(config, set_ or []), overwrite=overwrite)
     if console.is_rank_zero():

@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 
 from lmtool.config import load_config
 from lmtool.errors import LmtoolError
+from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from lmtool.train.metrics import MetricsSink, truncate_metrics
-from lmtool.train.pretrain import run_pretrain
 from tests.conftest import Result, assert_usage_error
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from lmtool.config import load_config
+from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
-from lmtool.train.pretrain import run_pretrain
 from tests.conftest import ROOT, assert_usage_error, run_cli
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 

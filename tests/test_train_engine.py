@@ -11,8 +11,8 @@ import torch
 
 from lmtool.config import load_config
 from lmtool.errors import TrainingStopped
+from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
-from lmtool.train.pretrain import run_pretrain
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
 
@@ -86,8 +86,8 @@ def test_mlm_loss_falls_and_masked_accuracy_rises(tmp_path, mlm_data):
 
 def test_lstm_trains_saves_and_reloads(tmp_path, clm_data):
     from lmtool.models import load_model
+    from lmtool.recipes.pretrain import load_processed
     from lmtool.tasks import make_task
-    from lmtool.train.pretrain import load_processed
 
     cfg = load_config(tiny_config(tmp_path, clm_data, arch="lstm", max_steps=300, lr=3e-2))
     final = run_pretrain(cfg)

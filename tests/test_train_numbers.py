@@ -10,11 +10,11 @@ import torch
 
 from lmtool.config import TrainConfig, load_config
 from lmtool.errors import ConfigError
+from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from lmtool.train.distributed import DistEnv
 from lmtool.train.engine import Trainer
 from lmtool.train.optim import WarmupDecay, resolve_warmup
-from lmtool.train.pretrain import run_pretrain
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
 
@@ -109,13 +109,13 @@ def test_mfu_of_a_multi_process_job_is_against_the_peak_of_all_its_processes():
 def fp16_on_cpu(monkeypatch):
     """fp16 autocast + GradScaler on the CPU (the CLI refuses it there; torch runs it, slowly), without
     MFU (measuring the CPU's fp16 matmul peak takes seconds)."""
+    import lmtool.recipes.pretrain
     import lmtool.train.engine
-    import lmtool.train.pretrain
     from lmtool.train.precision import Precision
 
     monkeypatch.setattr(lmtool.train.engine, "peak_flops", lambda device, dtype: None)
     monkeypatch.setattr(
-        lmtool.train.pretrain, "resolve_precision", lambda choice, device: Precision("fp16", "cpu")
+        lmtool.recipes.pretrain, "resolve_precision", lambda choice, device: Precision("fp16", "cpu")
     )
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from lmtool import __version__, config_checks, console
+from lmtool import __version__, console
 from lmtool.config import Config, ConfigError, dump_config
+from lmtool.config import checks as config_checks
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.train import atomic, checkpoint, distributed
 from lmtool.train.data_order import OrderedView, RankBatches

@@ -1,0 +1,16 @@
+"""The base of every config section, and the value types several sections share."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class Section(BaseModel):
+    """Unknown keys are errors (with a did-you-mean), defaults are validated, numbers must be finite."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)

@@ -1,0 +1,100 @@
+"""The evaluate, generate and logging sections."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lmtool.config.base import Device, Precision, Section
+
+# --------------------------------------------------------------------------- evaluate / generate
+
+
+class EvaluateConfig(Section):
+    model: str = Field("${run.output_dir}/final", description="Model directory to evaluate.")
+    data: str | None = Field(
+        None, description="Processed data dir or a raw text/jsonl file (null = data.processed_dir)."
+    )
+    split: str = Field("validation", description="Split of a processed data dir to evaluate.")
+    max_length: int | None = Field(
+        None, ge=2, description="Window length for causal LM perplexity (null = the model's context)."
+    )
+    stride: int | None = Field(
+        None, ge=1, description="Tokens the window moves each step (null = the window: no overlap)."
+    )
+    documents: Literal["concatenate", "separate"] = Field(
+        "concatenate", description="Score documents as one stream or each on its own."
+    )
+    batch_size: int = Field(8, ge=1, description="Windows/sequences per forward pass.")
+    max_samples: int | None = Field(
+        None, ge=1, description="Evaluate at most this many documents/blocks (quick checks)."
+    )
+    pseudo_perplexity: bool = Field(
+        False, description="Masked LMs: also compute pseudo-perplexity (slow: one pass per token)."
+    )
+    mask_probability: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Masked LMs: fraction of tokens masked for loss/accuracy."
+    )
+    seed: int = Field(0, ge=0, description="Seed for the evaluation mask.")
+    precision: Precision = Field("fp32", description="Evaluation precision.")
+    device: Device = Field("auto", description="Evaluation device.")
+    output: str | None = Field(
+        None, description="Where to write the result JSON (null = eval.json in the model directory)."
+    )
+    text_field: str = Field("text", description="Field holding the text when data is a .jsonl file.")
+    doc_split: Literal["line", "paragraph", "file"] = Field(
+        "file",
+        description="How a raw .txt data file splits into documents: whole file (scored exactly as written), or per line / blank-line-separated paragraph (joined with EOS).",
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+
+
+class GenerateConfig(Section):
+    model: str = Field("${run.output_dir}/final", description="Model directory to sample from.")
+    max_new_tokens: int = Field(64, ge=1, description="Tokens to generate per sample.")
+    do_sample: bool = Field(True, description="Sample (true) or decode greedily / by beam search (false).")
+    temperature: float = Field(0.8, gt=0.0, description="Sampling temperature.")
+    top_k: int | None = Field(50, ge=1, description="Sample from the k most likely tokens (null = all).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="Penalty for repeating tokens (1.0 = none).")
+    num_beams: int = Field(1, ge=1, description="Beam search width (1 = no beam search).")
+    num_return_sequences: int = Field(1, ge=1, description="Samples per prompt.")
+    stop: list[str] = Field(
+        default_factory=list, description="Stop strings: output is cut before the first one."
+    )
+    seed: int | None = Field(
+        None, ge=0, description="Seed; the same seed gives the same output (null = random)."
+    )
+    batch_size: int = Field(16, ge=1, description="Prompts per batch (left-padded, KV cache).")
+    fill_mask_top_k: int = Field(5, ge=1, description="Masked LMs: candidates per mask token.")
+    mode: Literal["auto", "generate", "fill-mask"] = Field(
+        "auto",
+        description="generate: continue prompts (causal LMs); fill-mask: predict each mask token (masked LMs); auto: by the model type.",
+    )
+    format: Literal["auto", "text", "jsonl"] = Field(
+        "auto",
+        description="stdout format: text (streamed as produced), jsonl (one JSON object per prompt x sample); auto: text on a terminal, jsonl otherwise.",
+    )
+    precision: Precision = Field("fp32", description="Generation precision.")
+    device: Device = Field("auto", description="Generation device.")
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+
+    @model_validator(mode="after")
+    def _sequences(self) -> GenerateConfig:
+        if self.num_return_sequences > 1 and not self.do_sample and self.num_beams == 1:
+            raise ValueError(
+                "num_return_sequences > 1 needs do_sample: true or num_beams > 1 (greedy decoding gives one sequence)"
+            )
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:  # beam search, sampled or not
+            raise ValueError(
+                f"num_return_sequences ({self.num_return_sequences}) must be at most num_beams ({self.num_beams}) for beam search"
+            )
+        return self
+
+
+class LoggingConfig(Section):
+    tensorboard: bool = Field(
+        False,
+        description="Also write TensorBoard event files to <output_dir>/tensorboard (needs the tensorboard extra).",
+    )

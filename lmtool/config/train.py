@@ -1,0 +1,117 @@
+"""The train section: batch geometry, optimisation, stopping, checkpoints and masking."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lmtool.config.base import Device, Precision, Section
+
+# --------------------------------------------------------------------------- train
+
+
+class MLMConfig(Section):
+    probability: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Fraction of non-special tokens selected for prediction."
+    )
+    mask_fraction: float = Field(
+        0.8, ge=0.0, le=1.0, description="Of the selected tokens, the fraction replaced by [MASK]."
+    )
+    random_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Of the selected tokens, the fraction replaced by a random token (the rest are kept).",
+    )
+    whole_word: bool = Field(False, description="Mask whole words (all sub-tokens of a word together).")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> MLMConfig:
+        if self.mask_fraction + self.random_fraction > 1.0:
+            raise ValueError("mask_fraction + random_fraction must be at most 1")
+        return self
+
+
+class TrainConfig(Section):
+    batch_size: int = Field(16, ge=1, description="Sequences per device per micro-step.")
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences per optimizer step across all devices (gradient accumulation fills the gap). Null = batch_size x devices.",
+    )
+    global_batch_tokens: int | None = Field(
+        None, ge=1, description="Alternative to global_batch_size, in tokens (rounded to whole sequences)."
+    )
+    lr: float = Field(6e-4, gt=0.0, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Floor of the schedule as a fraction of lr.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Linear warmup steps (null = warmup_ratio, or 100 steps when that is null too).",
+    )
+    warmup_ratio: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Linear warmup as a fraction of the run's steps (rounded up)."
+    )
+    weight_decay: float = Field(
+        0.1, ge=0.0, description="AdamW weight decay (not applied to biases, norms, embeddings)."
+    )
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0.0, description="Clip the global gradient norm to this (0 = off).")
+    precision: Precision = Field(
+        "auto",
+        description="auto: bf16 autocast where the device supports it (GPU, or CPU with AVX512-BF16/AMX), fp16 + GradScaler on older GPUs, else fp32.",
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the model; auto = on for CUDA runs of at least 1000 steps (on CPU compiling does not pay off).",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass to save memory."
+    )
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    max_tokens: int | None = Field(None, ge=1, description="Stop after this many training tokens.")
+    epochs: float | None = Field(
+        None,
+        gt=0.0,
+        description="Stop after this many passes over the data (default 1 when no other limit is set).",
+    )
+    eval_every: int = Field(
+        500, ge=0, description="Evaluate on the validation split every N steps (0 = only at the end)."
+    )
+    eval_batches: int | None = Field(
+        50, ge=1, description="Cap on validation batches per evaluation (null = whole split)."
+    )
+    log_every: int = Field(10, ge=1, description="Log training metrics every N steps.")
+    save_every: int = Field(
+        1000, ge=0, description="Save a checkpoint every N steps (0 = only at the end and on signals)."
+    )
+    keep_last: int = Field(
+        3, ge=1, description="Keep this many most recent complete checkpoints of the run's current line."
+    )
+    keep_best: bool = Field(
+        False,
+        description="Also keep the checkpoint with the best validation loss (saved when an eval finds a new best).",
+    )
+    resume: str = Field(
+        "auto",
+        description="auto: continue from the latest complete checkpoint in output_dir; never: start fresh; or a checkpoint path.",
+    )
+    max_nonfinite: int = Field(
+        5,
+        ge=1,
+        description="Stop with an error after this many non-finite losses in a row (each one skips its update).",
+    )
+    device: Device = Field("auto", description="Training device; auto = cuda if available, else cpu.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    mlm: MLMConfig = Field(default_factory=MLMConfig, description="Masking for the mlm objective.")
+
+    @model_validator(mode="after")
+    def _one_batch_spec(self) -> TrainConfig:
+        if self.global_batch_size is not None and self.global_batch_tokens is not None:
+            raise ValueError("set global_batch_size or global_batch_tokens, not both")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("set warmup_steps or warmup_ratio, not both")
+        return self
