@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
+
 from lmtool.config import MLMConfig
 from lmtool.tasks.base import Evaluator, Task
+
+if TYPE_CHECKING:
+    from lmtool.config.finetune import FinetuneConfig
 
 
 def make_task(objective: str, tokenizer, seed: int, mlm: MLMConfig | None = None) -> Task:
@@ -18,4 +25,25 @@ def make_task(objective: str, tokenizer, seed: int, mlm: MLMConfig | None = None
     raise ValueError(f"unknown objective {objective!r}")
 
 
-__all__ = ["Evaluator", "Task", "make_task"]
+def make_finetune_task(manifest: dict, tokenizer, cfg: FinetuneConfig, device: torch.device | str) -> Task:
+    """The task of a fine-tuning run, from its processed data's manifest (labels in id order, problem)
+    and the `finetune:` section. On CUDA, batches are padded to a multiple of 8 (tensor cores)."""
+    multiple = 8 if torch.device(device).type == "cuda" else None
+    labels = list(manifest.get("labels") or [])
+    if cfg.task == "token_classification":
+        from lmtool.tasks.token_classification import TokenClassificationTask
+
+        return TokenClassificationTask(tokenizer, labels, cfg.tag_scheme, multiple)
+    if cfg.task == "classification":
+        from lmtool.tasks.classification import SequenceClassificationTask, resolve_class_weights
+
+        problem = manifest.get("problem", cfg.problem)
+        weights = resolve_class_weights(cfg.class_weights, labels, problem, manifest)
+        num_labels = 1 if problem == "regression" else len(labels)
+        return SequenceClassificationTask(
+            tokenizer, num_labels, problem, weights, multiple, labels=labels or None
+        )
+    raise ValueError(f"unknown finetune task {cfg.task!r}")
+
+
+__all__ = ["Evaluator", "Task", "make_finetune_task", "make_task"]

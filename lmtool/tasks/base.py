@@ -33,7 +33,7 @@ class Task(Protocol):
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What the model's forward takes (labels stay with the task, which computes its own loss)."""
-    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
 class TokenLossEvaluator:

@@ -1,0 +1,152 @@
+"""Sequence classification: one label (or label set, or score) per example.
+
+The loss is computed here from the logits in fp32, not by the model's `labels=` path, and is a mean
+over examples with the example count beside it: the engine's count-weighted accumulation then gives
+exactly the full batch's loss however the batch is cut into micro-batches or ranks. With class
+weights the mean is sum(weight[gold] * loss) / examples (not torch's division by the summed weights,
+which would not add up across micro-batches); the validation loss is the same weighted objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from lmtool.errors import ConfigError, LmtoolError
+from lmtool.evaluation.classification_metrics import (
+    multi_label_metrics,
+    regression_metrics,
+    single_label_metrics,
+)
+from lmtool.tasks.base import model_inputs
+from lmtool.tasks.padding import pad_inputs
+
+PROBLEMS = ("single_label", "multi_label", "regression")
+
+
+class SequenceClassificationTask:
+    name = "classification"
+
+    def __init__(
+        self,
+        tokenizer,
+        num_labels: int,
+        problem: str,
+        class_weights: list[float] | None,
+        pad_to_multiple_of: int | None,
+        labels: Sequence[str] | None = None,
+    ):
+        if problem not in PROBLEMS:
+            raise ValueError(f"unknown problem {problem!r}")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.num_labels = num_labels
+        self.problem = problem
+        self.weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.labels = list(labels) if labels is not None else [str(i) for i in range(num_labels)]
+
+    def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch, _ = pad_inputs(examples, self.pad_id, self.pad_to_multiple_of)
+        gold = [ex["labels"] for ex in examples]
+        dtype = torch.long if self.problem == "single_label" else torch.float32
+        batch["labels"] = torch.tensor(gold, dtype=dtype)
+        return batch
+
+    def example_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-example loss in fp32 (class-weighted when weights are set)."""
+        logits = logits.float()
+        weights = self.weights.to(logits.device) if self.weights is not None else None
+        if self.problem == "regression":
+            return (logits.squeeze(-1) - labels) ** 2
+        if self.problem == "multi_label":
+            bce = F.binary_cross_entropy_with_logits(logits, labels, weight=weights, reduction="none")
+            return bce.mean(dim=-1)
+        nll = F.cross_entropy(logits, labels, reduction="none")
+        return nll * weights[labels] if weights is not None else nll
+
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss over the batch's examples, number of examples)."""
+        logits = model(**model_inputs(batch)).logits
+        losses = self.example_losses(logits, batch["labels"])
+        return losses.mean(), torch.tensor(losses.numel(), device=losses.device)
+
+    def evaluator(self) -> ClassificationEvaluator:
+        return ClassificationEvaluator(self)
+
+
+class ClassificationEvaluator:
+    """Sums the loss and keeps every (gold, predicted) pair of the split, then computes the metrics."""
+
+    def __init__(self, task: SequenceClassificationTask):
+        self.task = task
+        self.loss_sum = 0.0
+        self.gold: list = []
+        self.predicted: list = []
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        logits = model(**model_inputs(batch)).logits.float()
+        gold = batch["labels"]
+        self.loss_sum += float(self.task.example_losses(logits, gold).sum())
+        if self.task.problem == "regression":
+            predicted = logits.squeeze(-1)
+        elif self.task.problem == "multi_label":
+            predicted, gold = (logits > 0).long(), gold.long()  # sigmoid > 0.5
+        else:
+            predicted = logits.argmax(dim=-1)
+        self.gold.extend(gold.tolist())
+        self.predicted.extend(predicted.tolist())
+
+    def compute(self) -> dict:
+        examples = len(self.gold)
+        metrics = {"loss": self.loss_sum / max(examples, 1), "examples": examples}
+        if self.task.problem == "regression":
+            metrics.update(regression_metrics(self.gold, self.predicted))
+        elif self.task.problem == "multi_label":
+            metrics.update(multi_label_metrics(self.gold, self.predicted, self.task.labels))
+        else:
+            metrics.update(single_label_metrics(self.gold, self.predicted, self.task.labels))
+        return metrics
+
+
+def resolve_class_weights(
+    setting: str | list[float] | None, labels: Sequence[str], problem: str, manifest: dict
+) -> list[float] | None:
+    """`finetune.class_weights` as one weight per label. "balanced" is scikit-learn's
+    examples / (labels * examples of the label), from the training label counts in the manifest
+    (for multi_label: the examples where the label is on)."""
+    if setting is None:
+        return None
+    if problem == "regression":
+        raise ConfigError("finetune.class_weights", "has no meaning for problem regression", value=setting)
+    if setting != "balanced":
+        if len(setting) != len(labels):
+            raise ConfigError(
+                "finetune.class_weights",
+                f"needs one weight per label ({len(labels)}: {list(labels)})",
+                value=setting,
+            )
+        return [float(w) for w in setting]
+    counts = manifest.get("label_counts")
+    if not isinstance(counts, dict):
+        raise LmtoolError(
+            "finetune.class_weights: balanced needs the training label counts, which the processed data's "
+            "manifest.json lacks (run `lmtool preprocess` again)"
+        )
+    missing = [label for label in labels if not counts.get(label)]
+    if missing:
+        raise ConfigError(
+            "finetune.class_weights",
+            f"balanced cannot weight labels with no training example: {missing}",
+            value=setting,
+        )
+    total = (
+        manifest["counts"]["train"]["examples"]
+        if problem == "multi_label"
+        else sum(counts[label] for label in labels)
+    )
+    return [total / (len(labels) * counts[label]) for label in labels]
