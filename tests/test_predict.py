@@ -157,6 +157,29 @@ def test_entities_have_exact_offsets(tagger_dir):
     ]
 
 
+def test_byte_level_bpe_offsets_leave_out_whitespace(tmp_path):
+    """GPT-2-style pre-tokenizers make whitespace-only words and carry the space in offsets: an entity
+    still starts and ends on its first and last visible character, in every window."""
+    from transformers import RobertaConfig, RobertaForTokenClassification
+
+    from tests.eval_fixtures import _bpe_tokenizer
+
+    tokenizer = _bpe_tokenizer()
+    config = RobertaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                           vocab_size=len(tokenizer), max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
+                           id2label={0: "O", 1: "I-X"}, label2id={"O": 0, "I-X": 1})  # fmt: skip
+    model = RobertaForTokenClassification(config)
+    with torch.no_grad():  # every word I-X: the whole text is one entity
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 3.0]))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    text = "  the  kíng 😀 walks,  to the   castle  "
+    for args in [(), ("--max-length", "8", "--stride", "2")]:
+        (record,) = predict(tmp_path, *args, text)
+        assert [(e["start"], e["end"], e["text"]) for e in record["entities"]] == [(2, 37, text.strip())]
+
+
 def test_long_text_is_windowed_with_nothing_left_untagged(tagger_dir):
     words = [("castle" if i % 7 == 3 else "the dog") for i in range(40)]
     text = " ".join(words)

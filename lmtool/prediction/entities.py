@@ -59,14 +59,12 @@ def extract(pred: Predictor, items: list[Item], batch_size: int, max_length: int
 def _entities(
     pred: Predictor, text: str, full, windows: list[list[int | None]], logits: list[torch.Tensor]
 ) -> list[dict]:
-    words = _word_spans(text, full.word_ids(), full["offset_mapping"])
+    spans = _word_spans(text, full.word_ids(), full["offset_mapping"])
     where = _owners(full.word_ids(), windows)
+    # Whitespace-only words (byte-level BPE pre-tokenizers make them) are no part of any entity.
+    words = [w for w, (start, end) in enumerate(spans) if end > start and w in where]
     tags, scores = [], []
-    for word in range(len(words)):
-        if word not in where:
-            tags.append("O")
-            scores.append(1.0)
-            continue
+    for word in words:
         window, position = where[word]
         probs = logits[window][position].softmax(-1)
         best = int(probs.argmax())
@@ -74,7 +72,7 @@ def _entities(
         scores.append(float(probs[best]))
     out = []
     for kind, first, last in chunks(tags):
-        start, end = words[first][0], words[last][1]
+        start, end = spans[words[first]][0], spans[words[last]][1]
         score = sum(scores[first : last + 1]) / (last - first + 1)
         out.append(
             {"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(score, 6)}
