@@ -304,6 +304,58 @@ def generate(
     run_generate(load_config(config, [*(set_ or []), *flags]).generate, prompts or [], file)
 
 
+@app.command("predict")
+def predict(
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Texts (none: read --file, else stdin).", show_default=False, metavar="[TEXT]..."
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Fine-tuned model directory (e.g. runs/NAME/final).")
+    ] = ...,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help='Texts, one per line, or JSON lines {"text": ..., "text_pair": ...}.',
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts (NER: windows) per batch.")] = 32,
+    output_format: Annotated[
+        str, typer.Option("--format", help="auto | text | jsonl (auto: text on a terminal, else jsonl).")
+    ] = "auto",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            help="Tokens per input or NER window [default: the model's limit].",
+            show_default=False,
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride",
+            help="NER: tokens shared by consecutive windows of a long text [default: 32].",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps.")] = "auto",
+) -> None:
+    """Label texts with a fine-tuned classifier, or find entities (with character offsets) with a tagger.
+
+    Example: printf 'great film\\nawful plot\\n' | lmtool predict --model runs/sentiment/final | jq -r .label
+    """
+    from lmtool.prediction import run_predict
+
+    run_predict(model, texts or [], file, batch_size=batch_size, output_format=output_format,
+                max_length=max_length, stride=stride, device=device)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- pretrain
 
 
