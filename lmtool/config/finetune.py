@@ -126,11 +126,11 @@ class FinetuneConfig(Section):
             raise ValueError("labels do not apply to problem: regression (its label is a number)")
         if self.problem == "regression" and self.class_weights is not None:
             raise ValueError("class_weights do not apply to problem: regression")
-        if isinstance(self.class_weights, list) and self.labels is not None:
-            if len(self.class_weights) != len(self.labels):
-                raise ValueError(
-                    f"class_weights has {len(self.class_weights)} weights for {len(self.labels)} labels"
-                )
+        weights = self.class_weights if isinstance(self.class_weights, list) else None
+        if weights is not None and self.labels is not None and len(weights) != len(self.labels):
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} weights for {len(self.labels)} labels"
+            )
         if isinstance(self.class_weights, list) and any(w < 0 for w in self.class_weights):
             raise ValueError("class_weights must not be negative")
         return self
