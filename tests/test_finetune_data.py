@@ -306,3 +306,16 @@ def test_cli_bad_input_exits_2_and_lm_preprocess_refuses_conll(tmp_path):
     assert config.finetune is not None
     result = run_cli("preprocess", str(tmp_path / "c.yaml"), "--set", "finetune=null")
     assert_usage_error(result, "data.sources.0.format", "CoNLL")
+
+
+def test_a_raw_labeled_file_encodes_against_a_models_labels(tmp_path):
+    from lmtool.config import FinetuneConfig
+    from lmtool.data.labeled_build import encode_examples, read_labeled_file
+
+    cfg = FinetuneConfig(task="token_classification")
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    examples = read_labeled_file(str(write(tmp_path / "e.conll", "John B-PER\nran O\n")), cfg, labels)
+    dataset, counts = encode_examples(AutoTokenizer.from_pretrained(MODEL), examples, cfg, labels)
+    assert dataset["labels"] == [[-100, 1, 0, -100]] and counts["windows"] == 1
+    with pytest.raises(LmtoolError, match="'B-ORG'"):
+        read_labeled_file(str(write(tmp_path / "f.conll", "IBM B-ORG\n")), cfg, labels)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from lmtool import __version__, console
-from lmtool.config import Config, looks_like_hub_id
+from lmtool.config import Config, FinetuneConfig, looks_like_hub_id
 from lmtool.data import sources as src
 from lmtool.data.documents import HoldOut
 from lmtool.data.identity import tokenizer_identity
@@ -106,8 +107,6 @@ def load_finetune_tokenizer(config: Config):
 
 def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str) -> None:
     """Read, check, tokenize and save every split of the labeled data into `out`."""
-    import datasets
-
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
     tokenizer = load_finetune_tokenizer(config)
@@ -125,14 +124,8 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
     labels = _labels(splits, config)
     counts: dict[str, dict] = {}
     for split, examples in splits.items():
-        if cfg.task == "token_classification":
-            columns, numbers = encode_tokens(tokenizer, examples, cfg, labels)
-        else:
-            columns, truncated = encode_classification(tokenizer, examples, cfg, labels)
-            numbers = {"truncated": truncated}
-        counts[split] = {"examples": len(examples), **numbers, "labels": label_counts(examples, cfg)}
-        features = datasets.Features({name: _feature(name, cfg) for name in columns})
-        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(out / split))
+        dataset, counts[split] = encode_examples(tokenizer, examples, cfg, labels)
+        dataset.save_to_disk(str(out / split))
     tokenizer.save_pretrained(str(out / "tokenizer"))
     manifest = {
         "kind": "finetune",
@@ -142,7 +135,7 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
         "problem": cfg.problem if cfg.task == "classification" else None,
         "labels": labels,
         "num_labels": 1 if cfg.task == "classification" and cfg.problem == "regression" else len(labels),
-        "fields": _fields(cfg),
+        **_fields(cfg),
         "max_length": cfg.max_length,
         "stride": cfg.stride if cfg.task == "token_classification" else None,
         "label_all_subtokens": cfg.label_all_subtokens if cfg.task == "token_classification" else None,
@@ -157,6 +150,36 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shown = ", ".join(f"{counts[s]['examples']} {s}" for s in counts)
     console.info(f"preprocessed {shown} examples ({len(labels)} labels, max_length {cfg.max_length})")
+
+
+def encode_examples(tokenizer, examples: list[Example], cfg: FinetuneConfig, labels: list[str]):
+    """The examples as a `datasets.Dataset` of model inputs and labels, and their counts for the
+    manifest; `labels` is the manifest's label list (checked against the examples beforehand)."""
+    import datasets
+
+    if cfg.task == "token_classification":
+        columns, numbers = encode_tokens(tokenizer, examples, cfg, labels)
+    else:
+        columns, truncated = encode_classification(tokenizer, examples, cfg, labels)
+        numbers = {"truncated": truncated}
+    counts = {"examples": len(examples), **numbers, "labels": label_counts(examples, cfg)}
+    features = datasets.Features({name: _feature(name, cfg) for name in columns})
+    return datasets.Dataset.from_dict(columns, features=features), counts
+
+
+def read_labeled_file(
+    path: str, cfg: FinetuneConfig, labels: list[str], key: str = "--data"
+) -> list[Example]:
+    """The examples of one raw labeled file (e.g. for `lmtool evaluate --data file.conll`), checked
+    against a fine-tuned model's labels; `key` names the file's origin in messages."""
+    from lmtool.config import SourceConfig
+
+    source = src.resolve(SourceConfig(path=path), key)
+    with tempfile.TemporaryDirectory() as cache:
+        examples = list(read_examples(source, cfg, "replace", Path(cache)))
+    if cfg.task == "token_classification" or cfg.problem != "regression":
+        check_labels(examples, cfg.model_copy(update={"labels": labels}), labels, "evaluation")
+    return examples
 
 
 def _identity(example: Example) -> bytes:
@@ -180,8 +203,16 @@ def _labels(splits: dict[str, list[Example]], config: Config) -> list[str]:
 
 def _fields(cfg) -> dict:
     if cfg.task == "token_classification":
-        return {"tokens": cfg.tokens_field, "tags": cfg.tags_field, "conll": cfg.conll.model_dump()}
-    return {"text": cfg.text_field, "text_pair": cfg.text_pair_field, "label": cfg.label_field}
+        return {
+            "tokens_field": cfg.tokens_field,
+            "tags_field": cfg.tags_field,
+            "conll": cfg.conll.model_dump(),
+        }
+    return {
+        "text_field": cfg.text_field,
+        "text_pair_field": cfg.text_pair_field,
+        "label_field": cfg.label_field,
+    }
 
 
 def _feature(name: str, cfg):
