@@ -319,3 +319,18 @@ def test_a_raw_labeled_file_encodes_against_a_models_labels(tmp_path):
     assert dataset["labels"] == [[-100, 1, 0, -100]] and counts["windows"] == 1
     with pytest.raises(LmtoolError, match="'B-ORG'"):
         read_labeled_file(str(write(tmp_path / "f.conll", "IBM B-ORG\n")), cfg, labels)
+
+
+def test_parquet_class_label_columns_give_their_names(tmp_path):
+    features = datasets.Features(
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        }
+    )
+    rows = {"tokens": [["John", "Smith", "ran"]], "ner_tags": [[1, 2, 0]]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "t.parquet"))
+    cfg = {"task": "token_classification", "tags_field": "ner_tags"}
+    out = run_preprocess(ft_config(tmp_path, cfg, [tmp_path / "t.parquet"], [tmp_path / "t.parquet"]))
+    assert json.loads((out / "manifest.json").read_text())["labels"] == ["B-PER", "I-PER", "O"]
+    assert load(out, "train")["labels"] == [[-100, 0, 1, 2, -100]]

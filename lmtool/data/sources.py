@@ -237,12 +237,30 @@ def _first_line(exc: BaseException) -> str:
 
 
 def dataset_rows(source: Source, *, streaming: bool, cache_dir: Path) -> Iterator[tuple[str, dict]]:
-    """("row N", row) of a hub dataset or local parquet files, for labeled data (which checks its columns)."""
+    """("row N", row) of a hub dataset or local parquet files, for labeled data (which checks its
+    columns); class-label columns (ints with names, as GLUE's and CoNLL-2003's) give their names."""
+    import datasets
+
     dataset = _load(source, streaming=streaming, cache_dir=cache_dir, text_column=False)
+    named = {}
+    for column, feature in (dataset.features or {}).items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, datasets.ClassLabel) or isinstance(inner, datasets.ClassLabel):
+            named[column] = feature
     try:
         for number, row in enumerate(dataset, start=1):
+            for column, feature in named.items():
+                row[column] = _label_names(feature, row[column])
             yield f"row {number}", row
     except LmtoolError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure while reading is a problem with this input
         raise _read_error(source, exc) from None
+
+
+def _label_names(feature, value):
+    """A class-label value (or list of them) as its name; an id outside the names (GLUE's -1 for
+    unlabeled test rows) stays a number, which the label checks then name."""
+    if isinstance(value, list):
+        return [_label_names(feature.feature, item) for item in value]
+    return feature.names[value] if isinstance(value, int) and 0 <= value < len(feature.names) else value
