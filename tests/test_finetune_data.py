@@ -334,3 +334,14 @@ def test_parquet_class_label_columns_give_their_names(tmp_path):
     out = run_preprocess(ft_config(tmp_path, cfg, [tmp_path / "t.parquet"], [tmp_path / "t.parquet"]))
     assert json.loads((out / "manifest.json").read_text())["labels"] == ["B-PER", "I-PER", "O"]
     assert load(out, "train")["labels"] == [[-100, 0, 1, 2, -100]]
+
+
+def test_conll_bytes_that_do_not_decode_are_reported_and_skipped_on_request(tmp_path, capsys):
+    train = tmp_path / "t.conll"
+    train.write_bytes(b"caf\xe9 O\n\nok O\n")
+    out = run_preprocess(ft_config(tmp_path, {"task": "token_classification"}, [train], [train]))
+    assert "1 document(s) holding them kept" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text())["counts"]["train"]["examples"] == 2
+    skip = ft_config(tmp_path, {"task": "token_classification"}, [train], [train], encoding_errors="skip")
+    out = run_preprocess(skip, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text())["counts"]["train"]["examples"] == 1
