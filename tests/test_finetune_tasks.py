@@ -267,7 +267,7 @@ def test_make_finetune_task(tokenizer):
         task="classification", problem="single_label", class_weights="balanced", tag_scheme="auto"
     )
     manifest = {"task": "classification", "problem": "single_label", "labels": ["neg", "pos"],
-                "label_counts": {"neg": 30, "pos": 10}, "counts": {"train": {"examples": 40}}}  # fmt: skip
+                "counts": {"train": {"examples": 40, "labels": {"neg": 30, "pos": 10}}}}  # fmt: skip
     task = make_finetune_task(manifest, tokenizer, cfg, torch.device("cpu"))
     assert isinstance(task, SequenceClassificationTask) and task.pad_to_multiple_of is None
     assert task.weights.tolist() == pytest.approx([40 / 60, 40 / 20])
@@ -278,7 +278,7 @@ def test_make_finetune_task(tokenizer):
             manifest, tokenizer, SimpleNamespace(**{**vars(cfg), "class_weights": [1.0]}), "cpu"
         )
     with pytest.raises(LmtoolError, match="label counts"):
-        make_finetune_task({**manifest, "label_counts": None}, tokenizer, cfg, "cpu")
+        make_finetune_task({**manifest, "counts": {}}, tokenizer, cfg, "cpu")
     regression = make_finetune_task(
         {"task": "classification", "problem": "regression", "labels": []}, tokenizer,
         SimpleNamespace(**{**vars(cfg), "class_weights": None}), "cpu",

@@ -14,6 +14,7 @@ from lmtool.config.data import (
     TokenizerConfig,
     TokenizerTrainConfig,
 )
+from lmtool.config.finetune import ConllConfig, FinetuneConfig
 from lmtool.config.inference import EvaluateConfig, GenerateConfig, LoggingConfig
 from lmtool.config.loader import dump_config, json_schema, load_config, parse_override
 from lmtool.config.model import ModelConfig, check_arch
@@ -24,7 +25,7 @@ from lmtool.config.yaml_io import yaml_load
 from lmtool.errors import ConfigError
 
 __all__ = [
-    "CleanConfig", "Config", "ConfigError", "DataConfig", "Device", "EvaluateConfig", "GenerateConfig",
+    "CleanConfig", "Config", "ConllConfig", "ConfigError", "DataConfig", "Device", "EvaluateConfig", "FinetuneConfig", "GenerateConfig",
     "LoggingConfig", "MLMConfig", "ModelConfig", "Precision", "RunConfig", "Section", "SourceConfig",
     "TokenizerConfig", "TokenizerTrainConfig", "TrainConfig", "check_arch", "check_references",
     "dump_config", "json_schema", "load_config", "looks_like_hub_id", "parse_override", "yaml_load",

@@ -39,8 +39,9 @@ class SourceConfig(Section):
         None,
         description="Built-in corpus: stdlib-docs = docstrings of the installed Python standard library.",
     )
-    format: Literal["auto", "text", "json", "csv", "tsv", "parquet"] = Field(
-        "auto", description="File format; auto = from the extension."
+    format: Literal["auto", "text", "json", "csv", "tsv", "parquet", "conll"] = Field(
+        "auto",
+        description="File format; auto = from the extension (.conll .bio .iob: conll, token_classification only).",
     )
     text_field: str = Field("text", description="Column holding the text in json/csv/tsv/parquet/hub data.")
     doc_split: Literal["line", "paragraph", "file"] = Field(
@@ -98,6 +99,10 @@ class DataConfig(Section):
     validation_sources: list[SourceConfig] = Field(
         default_factory=list,
         description="Separate validation sources; if empty, a seeded validation_fraction of the documents is held out.",
+    )
+    test_sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="finetune: labeled test sources, preprocessed into test/ (never trained or selected on).",
     )
     validation_fraction: float = Field(
         0.05,

@@ -31,6 +31,7 @@ def check_references(config: Config) -> None:
     for field, sources in (
         ("data.sources", config.data.sources),
         ("data.validation_sources", config.data.validation_sources),
+        ("data.test_sources", config.data.test_sources),
     ):
         for i, source in enumerate(sources):
             if source.path is None:

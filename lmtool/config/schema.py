@@ -6,6 +6,7 @@ from pydantic import Field
 
 from lmtool.config.base import Section
 from lmtool.config.data import DataConfig, RunConfig, TokenizerConfig
+from lmtool.config.finetune import FinetuneConfig
 from lmtool.config.inference import EvaluateConfig, GenerateConfig, LoggingConfig
 from lmtool.config.model import ModelConfig
 from lmtool.config.train import TrainConfig
@@ -22,3 +23,7 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    finetune: FinetuneConfig | None = Field(
+        None,
+        description="Fine-tune a pretrained encoder on labeled data (lmtool finetune); null for pretraining.",
+    )

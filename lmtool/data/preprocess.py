@@ -25,6 +25,7 @@ import numpy as np
 
 from lmtool import __version__, console
 from lmtool.config import Config
+from lmtool.data import labeled_build
 from lmtool.data import sources as src
 from lmtool.data.clean import Cleaner
 from lmtool.data.documents import (
@@ -102,6 +103,8 @@ def content_key(config: Config, sources: list[src.Source]) -> str:
         "tokenizer_files": tokenizer_fingerprint(config.tokenizer),
         "sources": [src.fingerprint(s) for s in sources],
     }
+    if config.finetune is not None:
+        payload |= labeled_build.key_parts(config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -115,12 +118,15 @@ def _up_to_date(out: Path, key: str) -> bool:
 
 def _check_block_size(config: Config) -> None:
     limit, where = model_positions(config)
-    if limit is not None and config.data.block_size > limit:
+    key, length = "data.block_size", config.data.block_size
+    if config.finetune is not None:
+        key, length = "finetune.max_length", config.finetune.max_length
+    if limit is not None and length > limit:
         raise ConfigError(
-            "data.block_size",
+            key,
             f"is larger than the {limit} positions the model takes ({where})",
-            value=config.data.block_size,
-            hint="lower data.block_size or raise the model's positions in model.config",
+            value=length,
+            hint=f"lower {key} or raise the model's positions in model.config",
         )
 
 
@@ -190,6 +196,9 @@ def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> 
     scratch, out = work / "scratch", work / "out"
     scratch.mkdir()
     out.mkdir()
+    if config.finetune is not None:
+        labeled_build.build_labeled(config, train_sources, val_sources, out, scratch, key)
+        return
     started = time.perf_counter()
     timings: dict[str, float] = {}
 

@@ -50,6 +50,28 @@ def read_documents(
             _warn_replaced(found, damaged, key, encoding_errors)
 
 
+def read_rows(
+    files: list[Path], fmt: str, config: SourceConfig, key: str, encoding_errors: str
+) -> Iterator[tuple[Path, str, dict]]:
+    """(file, "line N" / "item N", row) for every row of local JSON/CSV/TSV files: labeled data, whose
+    rows need all their columns. With encoding_errors skip, rows holding replaced bytes are dropped."""
+    for path in files:
+        found = Decoded(path)
+        chunks = text_chunks(path, key, config.encoding, encoding_errors, found)
+        rows = _json_rows(chunks, path, key) if fmt == "json" else _csv_rows(chunks, path, key, fmt)
+        damaged = 0
+        for where, row in rows:
+            if found.replaced and REPLACEMENT in json.dumps(row, ensure_ascii=False):
+                damaged += 1
+                if encoding_errors == "skip":
+                    continue
+            yield path, where, row
+        if found.chars == 0:
+            raise LmtoolError(f"{key}: {path} is empty")
+        if found.replaced:
+            _warn_replaced(found, damaged, key, encoding_errors)
+
+
 def _warn_replaced(found: Decoded, documents: int, key: str, encoding_errors: str) -> None:
     fate = (
         "dropped (data.encoding_errors: skip)"

@@ -30,6 +30,9 @@ FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".parquet": "parquet",
+    ".conll": "conll",
+    ".bio": "conll",
+    ".iob": "conll",
 }
 # Source files smaller than this are fingerprinted by content, larger ones by size + mtime.
 HASH_CONTENT_BELOW = 16 << 20
@@ -147,6 +150,12 @@ def iter_texts(
 
         yield from _batched(iter_docstrings())
         return
+    if source.format == "conll":
+        raise ConfigError(
+            f"{source.key}.format",
+            "CoNLL files hold tagged tokens, not documents: they are for finetune token_classification",
+            value=source.config.format,
+        )
     if source.config.path is not None and source.format != "parquet":
         yield from _batched(
             read_documents(source.files, source.format, source.config, source.key, encoding_errors, missing)
@@ -175,8 +184,9 @@ def _batched(texts: Iterator) -> Iterator[list]:
         yield batch
 
 
-def _load(source: Source, *, streaming: bool, cache_dir: Path):
-    """A hub dataset or local parquet files through `datasets` (text formats: data/readers.py)."""
+def _load(source: Source, *, streaming: bool, cache_dir: Path, text_column: bool = True):
+    """A hub dataset or local parquet files through `datasets` (text formats: data/readers.py);
+    `text_column`: check that the source's text_field is a column (labeled data checks its own)."""
     import datasets
 
     cfg = source.config
@@ -198,7 +208,7 @@ def _load(source: Source, *, streaming: bool, cache_dir: Path):
             ) from None
         raise _read_error(source, exc) from None
     columns = _columns(dataset)
-    if cfg.text_field not in columns:
+    if text_column and cfg.text_field not in columns:
         raise ConfigError(
             f"{source.key}.text_field",
             f"no such column in {source.label}; columns: {', '.join(columns) or '(none)'}",
@@ -224,3 +234,33 @@ def _first_line(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def dataset_rows(source: Source, *, streaming: bool, cache_dir: Path) -> Iterator[tuple[str, dict]]:
+    """("row N", row) of a hub dataset or local parquet files, for labeled data (which checks its
+    columns); class-label columns (ints with names, as GLUE's and CoNLL-2003's) give their names."""
+    import datasets
+
+    dataset = _load(source, streaming=streaming, cache_dir=cache_dir, text_column=False)
+    named = {}
+    for column, feature in (dataset.features or {}).items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, datasets.ClassLabel) or isinstance(inner, datasets.ClassLabel):
+            named[column] = feature
+    try:
+        for number, row in enumerate(dataset, start=1):
+            for column, feature in named.items():
+                row[column] = _label_names(feature, row[column])
+            yield f"row {number}", row
+    except LmtoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure while reading is a problem with this input
+        raise _read_error(source, exc) from None
+
+
+def _label_names(feature, value):
+    """A class-label value (or list of them) as its name; an id outside the names (GLUE's -1 for
+    unlabeled test rows) stays a number, which the label checks then name."""
+    if isinstance(value, list):
+        return [_label_names(feature.feature, item) for item in value]
+    return feature.names[value] if isinstance(value, int) and 0 <= value < len(feature.names) else value

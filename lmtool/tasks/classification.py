@@ -131,7 +131,7 @@ def resolve_class_weights(
                 value=setting,
             )
         return [float(w) for w in setting]
-    counts = manifest.get("label_counts")
+    counts = manifest.get("counts", {}).get("train", {}).get("labels")
     if not isinstance(counts, dict):
         raise LmtoolError(
             "finetune.class_weights: balanced needs the training label counts, which the processed data's "

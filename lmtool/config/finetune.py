@@ -1,0 +1,136 @@
+"""The finetune section: which labeled columns to read, how to tokenize them, and the head to train."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from lmtool.config.base import Section
+
+
+class ConllConfig(Section):
+    """Columns of CoNLL files (.conll .bio .iob, or format: conll): one token per line, blank line between sentences."""
+
+    token_column: int = Field(
+        0, description="Column holding the token (0-based; negative counts from the end)."
+    )
+    tag_column: int = Field(-1, description="Column holding the tag (0-based; negative counts from the end).")
+    separator: str | None = Field(
+        None, description="Column separator; null = any run of whitespace (tabs or spaces)."
+    )
+
+    @field_validator("separator")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("separator must not be empty (null = any whitespace)")
+        return value
+
+
+class FinetuneConfig(Section):
+    task: Literal["classification", "token_classification"] = Field(
+        description="classification: one label per text (or text pair); token_classification: one tag per word (NER)."
+    )
+    max_length: int = Field(
+        128,
+        ge=4,
+        description="Tokens per example including special tokens; longer inputs are truncated (NER: split into windows).",
+    )
+    text_field: str = Field("text", description="classification: column holding the text.")
+    text_pair_field: str | None = Field(
+        None, description="classification: column holding the second text of a pair (e.g. NLI hypothesis)."
+    )
+    label_field: str = Field("label", description="classification: column holding the label.")
+    labels: list[str] | None = Field(
+        None,
+        description="The label (or tag) set in id order; null = the sorted set found in the training data "
+        "(integer labels sort numerically).",
+    )
+    problem: Literal["single_label", "multi_label", "regression"] = Field(
+        "single_label",
+        description="classification: one label per example, a list of labels (multi-hot), or one number.",
+    )
+    class_weights: Literal["balanced"] | list[float] | None = Field(
+        None,
+        description="classification loss weights per label: balanced = examples / (labels x label count) "
+        "from the training split, or one weight per label.",
+    )
+    tokens_field: str = Field(
+        "tokens", description="token_classification JSON data: column holding the word list."
+    )
+    tags_field: str = Field(
+        "tags", description="token_classification JSON data: column holding the tag list."
+    )
+    conll: ConllConfig = Field(
+        default_factory=ConllConfig, description="token_classification: CoNLL columns."
+    )
+    label_all_subtokens: bool = Field(
+        False,
+        description="token_classification: label every sub-token of a word (B-X continuations get I-X, as "
+        "HF run_ner's label_all_tokens), not only the first.",
+    )
+    stride: int = Field(
+        32,
+        ge=0,
+        description="token_classification: tokens shared by consecutive windows of a sentence longer than max_length.",
+    )
+    tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES"] = Field(
+        "auto",
+        description="token_classification: tagging scheme for entity-level metrics; auto = from the tags.",
+    )
+    reinit_head: bool = Field(
+        False,
+        description="Start a new classification head even if the checkpoint has one (other label count).",
+    )
+    freeze: Literal["embeddings", "all_but_head"] | int | None = Field(
+        None,
+        description="Parameters left untrained: embeddings, all_but_head, or N = embeddings and the first N layers.",
+    )
+    layer_lr_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Layer-wise learning-rate decay: layer l of L gets lr x decay^(L - l).",
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding), in a seeded order."
+    )
+    eval_strategy: Literal["epoch", "steps"] = Field(
+        "epoch", description="Evaluate after every epoch, or every train.eval_every steps."
+    )
+
+    @field_validator("freeze")
+    @classmethod
+    def _layers_not_negative(cls, value):
+        if isinstance(value, int) and value < 0:
+            raise ValueError("freeze must be embeddings, all_but_head or a number of layers >= 0")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("labels must not be empty (null = from the training data)")
+            if "" in value:
+                raise ValueError("labels must not hold an empty label")
+            doubled = sorted({v for v in value if value.count(v) > 1})
+            if doubled:
+                raise ValueError(f"labels lists {', '.join(doubled)} more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> FinetuneConfig:
+        if self.problem == "regression" and self.labels is not None:
+            raise ValueError("labels do not apply to problem: regression (its label is a number)")
+        if self.problem == "regression" and self.class_weights is not None:
+            raise ValueError("class_weights do not apply to problem: regression")
+        weights = self.class_weights if isinstance(self.class_weights, list) else None
+        if weights is not None and self.labels is not None and len(weights) != len(self.labels):
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} weights for {len(self.labels)} labels"
+            )
+        if isinstance(self.class_weights, list) and any(w < 0 for w in self.class_weights):
+            raise ValueError("class_weights must not be negative")
+        return self
