@@ -24,7 +24,7 @@ from lmtool import console
 from lmtool.train import atomic
 
 if TYPE_CHECKING:
-    from lmtool.train.engine import Progress
+    from lmtool.train.progress import Progress
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s, no sparsity) by substring of the device name; most specific first.
 GPU_PEAK_BF16 = (
