@@ -61,3 +61,9 @@ class BestTracker:
     def exhausted(self, state: Progress) -> bool:
         """Whether `patience` evaluations in a row brought no new best."""
         return self.patience is not None and state.evals_since_best >= self.patience
+
+    def announce_stop(self, state: Progress) -> None:
+        console.info(
+            f"early stop at step {state.step}: no better {self.metric} in {self.patience} evaluations "
+            f"(best at step {state.best_step})"
+        )

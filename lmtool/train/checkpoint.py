@@ -283,6 +283,19 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def restore_rng(per_rank: list, rank: int, world_size: int, seed: int, step: int) -> None:
+    """This rank's saved generators; on another number of processes than saved, rank 0's, with the torch
+    generator (dropout) reseeded per rank."""
+    if len(per_rank) == world_size:
+        set_rng_state(per_rank[rank])
+        return
+    set_rng_state(per_rank[0])
+    torch.manual_seed(seed + rank + 1_000_003 * step)
+    console.warning(
+        f"resuming on {world_size} processes (saved on {len(per_rank)}): dropout streams reseeded"
+    )
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))

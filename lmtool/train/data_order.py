@@ -22,6 +22,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset
 
+# Length grouping sorts megabatches of this many global batches (as transformers' LengthGroupedSampler)
+LENGTH_GROUP_BATCHES = 50
+
 
 class OrderedView(Dataset):
     """Map a global position to a dataset row plus its `sample_id` (= epoch * n + index)."""
@@ -87,6 +90,18 @@ class OrderedView(Dataset):
 
     def __len__(self) -> int:
         return self.n
+
+
+def eval_batches(dataset, batch_size: int, max_batches: int | None, collate, device) -> Iterator[dict]:
+    """The first `max_batches` batches (all when None) of `dataset` in order, collated, on `device`."""
+    limit = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
+    for first in range(0, limit, batch_size):
+        indices = list(range(first, min(first + batch_size, limit)))
+        columns = dataset[indices]
+        rows = [
+            {**{k: v[i] for k, v in columns.items()}, "sample_id": index} for i, index in enumerate(indices)
+        ]
+        yield {k: v.to(device) for k, v in collate(rows).items()}
 
 
 class RankBatches:

@@ -23,28 +23,26 @@ from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
-from lmtool.train.data_order import OrderedView, RankBatches
+from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
 from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
     MetricsSink,
     TrainWindow,
+    eval_line,
     flops_per_token,
-    format_duration,
     memory_gb,
     model_flops_utilization,
     peak_flops,
     remeasure_cpu_peak,
+    train_line,
     truncate_metrics,
 )
 from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
-from lmtool.train.plan import make_plan, should_compile
+from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
 from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.signals import StopRequest
-
-# Length grouping sorts megabatches of this many global batches (as transformers' LengthGroupedSampler)
-LENGTH_GROUP_BATCHES = 50
 
 
 class Trainer:
@@ -82,8 +80,8 @@ class Trainer:
         self.state = Progress()
         self.best = BestTracker(self.cfg)
         self.keep_best = self.cfg.keep_best or self.cfg.final_model == "best"
-        self.order_lengths = order_lengths
-        self.length_group = length_group or LENGTH_GROUP_BATCHES * self.plan.global_batch
+        group = length_group or LENGTH_GROUP_BATCHES * self.plan.global_batch
+        self.ordered = OrderedView(train_data, config.run.seed, order_lengths, group, self.plan.global_batch)
         self._stop_early = False
         sequence_length = sequence_length or config.data.block_size
 
@@ -225,13 +223,7 @@ class Trainer:
             start, self.plan.global_batch, self.plan.micro_batch, self.env.world_size, self.env.rank
         )
         return DataLoader(
-            OrderedView(
-                self.train_data,
-                self.config.run.seed,
-                self.order_lengths,
-                self.length_group,
-                self.plan.global_batch,
-            ),
+            self.ordered,
             batch_sampler=sampler,
             collate_fn=self.task.collate,
             num_workers=self.cfg.num_workers,
@@ -240,22 +232,6 @@ class Trainer:
             # Its own generator, so that shuffling leaves the global RNG (dropout) untouched.
             generator=torch.Generator().manual_seed(self.config.run.seed),
         )
-
-    def _eval_batches(self):
-        size = self.cfg.batch_size
-        limit = (
-            len(self.eval_data)
-            if self.cfg.eval_batches is None
-            else min(len(self.eval_data), self.cfg.eval_batches * size)
-        )
-        for first in range(0, limit, size):
-            indices = list(range(first, min(first + size, limit)))
-            columns = self.eval_data[indices]
-            rows = [
-                {**{k: v[i] for k, v in columns.items()}, "sample_id": index}
-                for i, index in enumerate(indices)
-            ]
-            yield {k: v.to(self.device) for k, v in self.task.collate(rows).items()}
 
     # ------------------------------------------------------------------ eval, logging, saving
 
@@ -279,10 +255,7 @@ class Trainer:
         if self.keep_best and improved:
             self._save()
         if exhausted and not self._stop_early and self.state.step < self.plan.total_steps:
-            console.info(
-                f"early stop at step {self.state.step}: no better {self.best.metric} in {self.cfg.patience} "
-                f"evaluations (best at step {self.state.best_step})"
-            )
+            self.best.announce_stop(self.state)
         self._stop_early = exhausted
 
     def _validate(self) -> bool:
@@ -294,15 +267,14 @@ class Trainer:
         evaluator = self.task.evaluator()
         self.raw_model.eval()
         with torch.no_grad(), self.precision.autocast():
-            for batch in self._eval_batches():
+            for batch in eval_batches(
+                self.eval_data, self.cfg.batch_size, self.cfg.eval_batches, self.task.collate, self.device
+            ):
                 evaluator.update(self.raw_model, batch)
         self.raw_model.train()
         metrics = evaluator.compute()
         self.sink.write({"type": "eval", "step": state.step, **metrics})  # nested values (per class) too
-        shown = " | ".join(
-            f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k != "tokens"
-        )
-        console.info(f"eval step {state.step}: {shown}")
+        console.info(eval_line(metrics, state.step))
         return self.best.update(state, metrics)
 
     def _mfu(self, tokens_per_s: float) -> float:
@@ -318,13 +290,7 @@ class Trainer:
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
-            line = (
-                f"step {record['step']}/{self.plan.total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
-                f"grad {record['grad_norm']:.3g} | {record['tokens_per_s']:,.0f} tok/s"
-            )
-            if "mfu" in record:
-                line += f" | MFU {record['mfu']:.1%}"
-            line += f" | mem {record['memory_gb']:.2f} GB | ETA {format_duration(record['eta_s'])}"
+            line = train_line(record, self.plan.total_steps)
             bar.update(status=line)
             console.info(line)
 
@@ -383,15 +349,9 @@ class Trainer:
             self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=self.state.step
         )
         self.scaler.load_state_dict(saved["scaler"])
-        rng = saved["rng"]
-        if len(rng) == self.env.world_size:
-            checkpoint.set_rng_state(rng[self.env.rank])
-        else:
-            checkpoint.set_rng_state(rng[0])
-            torch.manual_seed(self.config.run.seed + self.env.rank + 1_000_003 * self.state.step)
-            console.warning(
-                f"resuming on {self.env.world_size} processes (saved on {len(rng)}): dropout streams reseeded"
-            )
+        checkpoint.restore_rng(
+            saved["rng"], self.env.rank, self.env.world_size, self.config.run.seed, self.state.step
+        )
         if saved["global_batch"] != self.plan.global_batch:
             console.warning(
                 f"global batch changed from {saved['global_batch']} to {self.plan.global_batch} sequences on resume"
@@ -418,13 +378,10 @@ class Trainer:
         distributed.barrier()
 
     def _announce(self) -> None:
-        plan = self.plan
-        params = sum(p.numel() for p in self.raw_model.parameters())
         console.info(
-            f"training {type(self.raw_model).__name__} ({params / 1e6:.2f}M parameters) on {self.env.world_size} x {self.device.type}, "
-            f"precision {self.precision.name}, compile {'on' if self.compiled else 'off'}: {plan.total_steps} steps of "
-            f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
-            f"{plan.micro_batch} per process)"
+            describe(
+                self.plan, self.raw_model, self.env.world_size, self.device, self.precision, self.compiled
+            )
         )
 
     def _write_final(self) -> Path:

@@ -212,6 +212,23 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def train_line(record: dict, total_steps: int) -> str:
+    """The console line of a train record."""
+    line = (
+        f"step {record['step']}/{total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+        f"grad {record['grad_norm']:.3g} | {record['tokens_per_s']:,.0f} tok/s"
+    )
+    if "mfu" in record:
+        line += f" | MFU {record['mfu']:.1%}"
+    return line + f" | mem {record['memory_gb']:.2f} GB | ETA {format_duration(record['eta_s'])}"
+
+
+def eval_line(metrics: dict, step: int) -> str:
+    """The console line of an evaluation: its float metrics (nested ones go to metrics.jsonl only)."""
+    shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k != "tokens")
+    return f"eval step {step}: {shown}"
+
+
 class TrainWindow:
     """Token-weighted loss and throughput since the last log line."""
 

@@ -57,3 +57,18 @@ def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module, devi
         return bool(setting)
     has_attention = getattr(model.config, "num_attention_heads", None) is not None
     return device.type == "cuda" and has_attention and plan.total_steps >= COMPILE_MIN_STEPS
+
+
+def describe(
+    plan: Plan, model: torch.nn.Module, processes: int, device: torch.device, precision, compiled: bool
+) -> str:
+    """The log line that opens a run: model, devices, precision and batch geometry."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = f", {(params - trainable) / 1e6:.2f}M frozen" if trainable < params else ""
+    return (
+        f"training {type(model).__name__} ({params / 1e6:.2f}M parameters{frozen}) on {processes} x {device.type}, "
+        f"precision {precision.name}, compile {'on' if compiled else 'off'}: {plan.total_steps} steps of "
+        f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
+        f"{plan.micro_batch} per process)"
+    )
