@@ -271,4 +271,4 @@ def test_keep_best_keeps_the_best_checkpoint_in_addition_to_keep_last(
     assert _names(root) == sorted({checkpoint.checkpoint_name(best_step), "step-00000020"})
     best = checkpoint.load_trainer_state(root / checkpoint.checkpoint_name(best_step))["progress"]
     if best_step != 20:  # step 20 was saved before its eval
-        assert best["step"] == best_step and best["best_step"] == best_step and best["best_loss"] == 2.0
+        assert best["step"] == best_step and best["best_step"] == best_step and best["best_value"] == 2.0

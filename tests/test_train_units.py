@@ -15,9 +15,9 @@ from lmtool.config import TrainConfig
 from lmtool.errors import LmtoolError
 from lmtool.train import checkpoint
 from lmtool.train.data_order import OrderedView, RankBatches
-from lmtool.train.engine import COMPILE_MIN_STEPS, Plan, should_compile
 from lmtool.train.metrics import flops_per_token, matmul_parameters, truncate_metrics
 from lmtool.train.optim import WarmupDecay, build_optimizer, param_groups
+from lmtool.train.plan import COMPILE_MIN_STEPS, Plan, should_compile
 from lmtool.train.precision import cpu_has_bf16, resolve_precision
 
 

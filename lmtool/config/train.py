@@ -93,7 +93,25 @@ class TrainConfig(Section):
     )
     keep_best: bool = Field(
         False,
-        description="Also keep the checkpoint with the best validation loss (saved when an eval finds a new best).",
+        description="Also keep the checkpoint with the best validation metric_for_best (saved when an eval finds a new best).",
+    )
+    metric_for_best: str = Field(
+        "loss",
+        min_length=1,
+        description="Validation metric that decides the best model (keep_best, patience, final_model).",
+    )
+    greater_is_better: bool | None = Field(
+        None,
+        description="Whether a higher metric_for_best is better; null = false for loss, perplexity, mse and *_loss, true otherwise.",
+    )
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop early (checkpoint and final/ as at the end) after this many evaluations without a new best; null = never.",
+    )
+    final_model: Literal["last", "best"] = Field(
+        "last",
+        description="What final/ holds: the last weights, or the best evaluated ones (best implies keep_best).",
     )
     resume: str = Field(
         "auto",

@@ -131,6 +131,14 @@ def start_lineage(run_dir: Path, resumed: Path | None) -> None:
     )
 
 
+def copy_model_files(path: Path, dest: Path) -> None:
+    """Copy a checkpoint's model and tokenizer files (what save_pretrained wrote) into `dest`, without the
+    trainer state, manifest and lmtool config, so that `dest` is a plain transformers directory."""
+    for file in sorted(Path(path).iterdir()):
+        if file.is_file() and file.name not in (STATE_FILE, MANIFEST, "lmtool_config.yaml"):
+            shutil.copyfile(file, dest / file.name)
+
+
 # --------------------------------------------------------------------------- discovery
 
 
@@ -273,6 +281,19 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def restore_rng(per_rank: list, rank: int, world_size: int, seed: int, step: int) -> None:
+    """This rank's saved generators; on another number of processes than saved, rank 0's, with the torch
+    generator (dropout) reseeded per rank."""
+    if len(per_rank) == world_size:
+        set_rng_state(per_rank[rank])
+        return
+    set_rng_state(per_rank[0])
+    torch.manual_seed(seed + rank + 1_000_003 * step)
+    console.warning(
+        f"resuming on {world_size} processes (saved on {len(per_rank)}): dropout streams reseeded"
+    )
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

@@ -7,23 +7,44 @@ position without replaying batches, and a run on a different number of processes
 the same place. Each optimizer step consumes one global batch of consecutive positions; micro-step
 m of rank r takes the slice [(m * world + r) * b, (m * world + r + 1) * b) of it, so two processes
 with batch b see, together, exactly what one process with batch 2b sees.
+
+Length grouping (fine-tuning on examples of varied length, padded per batch): the epoch's
+permutation is cut into megabatches of `group` positions, each sorted by length (longest first),
+and then the whole global batches of the epoch are shuffled with the same generator, so a step
+pads little and long and short steps alternate at random. The order stays a pure function of
+(seed, epoch, lengths), so resume and any number of processes see the same samples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
+
+# Length grouping sorts megabatches of this many global batches (as transformers' LengthGroupedSampler)
+LENGTH_GROUP_BATCHES = 50
 
 
 class OrderedView(Dataset):
     """Map a global position to a dataset row plus its `sample_id` (= epoch * n + index)."""
 
-    def __init__(self, dataset, seed: int):
+    def __init__(
+        self,
+        dataset,
+        seed: int,
+        lengths: Sequence[int] | None = None,
+        group: int | None = None,
+        batch: int = 1,
+    ):
         self.dataset = dataset
         self.n = len(dataset)
         self.seed = seed
+        self.lengths = None if lengths is None else torch.as_tensor(list(lengths), dtype=torch.int64)
+        if self.lengths is not None and len(self.lengths) != self.n:
+            raise ValueError(f"{len(self.lengths)} lengths for {self.n} examples")
+        self.group = max(group or batch, 1)
+        self.batch = batch
         self._epoch = -1
         self._perm: list[int] = []
 
@@ -32,10 +53,29 @@ class OrderedView(Dataset):
         epoch, offset = divmod(position, self.n)
         if epoch != self._epoch:
             gen = torch.Generator().manual_seed(self.seed + epoch)
-            self._perm = torch.randperm(self.n, generator=gen).tolist()
+            perm = torch.randperm(self.n, generator=gen)
+            self._perm = (perm if self.lengths is None else self._grouped(perm, epoch, gen)).tolist()
             self._epoch = epoch
         index = self._perm[offset]
         return index, epoch * self.n + index
+
+    def _grouped(self, perm: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        """`perm` in length-sorted megabatches, its global batches shuffled.
+
+        Chunks are aligned to the steps, which need not start at the epoch's first position: the
+        `head` positions that complete a step begun in the previous epoch stay first and the last
+        partial step stays last; the megabatches start after the head.
+        """
+        head = min((-epoch * self.n) % self.batch, self.n)
+        offsets = torch.arange(self.n)
+        megabatch = torch.where(offsets < head, -1, (offsets - head) // self.group)
+        lengths = self.lengths[perm]
+        key = megabatch * (int(lengths.max()) + 1) + (lengths.max() - lengths)
+        perm = perm[torch.sort(key, stable=True).indices]  # by megabatch, then longest first
+        full = (self.n - head) // self.batch
+        order = torch.randperm(full, generator=gen)
+        chunks = perm[head : head + full * self.batch].view(full, self.batch)[order].flatten()
+        return torch.cat([perm[:head], chunks, perm[head + full * self.batch :]])
 
     def __getitem__(self, position: int) -> dict:
         return self.__getitems__([position])[0]
@@ -50,6 +90,18 @@ class OrderedView(Dataset):
 
     def __len__(self) -> int:
         return self.n
+
+
+def eval_batches(dataset, batch_size: int, max_batches: int | None, collate, device) -> Iterator[dict]:
+    """The first `max_batches` batches (all when None) of `dataset` in order, collated, on `device`."""
+    limit = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
+    for first in range(0, limit, batch_size):
+        indices = list(range(first, min(first + batch_size, limit)))
+        columns = dataset[indices]
+        rows = [
+            {**{k: v[i] for k, v in columns.items()}, "sample_id": index} for i, index in enumerate(indices)
+        ]
+        yield {k: v.to(device) for k, v in collate(rows).items()}
 
 
 class RankBatches:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,86 +20,38 @@ from torch.utils.data import DataLoader
 
 from lmtool import __version__, console
 from lmtool.config import Config, ConfigError, dump_config
-from lmtool.config import checks as config_checks
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
-from lmtool.train import atomic, checkpoint, distributed
-from lmtool.train.data_order import OrderedView, RankBatches
+from lmtool.train import checkpoint, distributed
+from lmtool.train.best import BestTracker
+from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
+from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
     MetricsSink,
     TrainWindow,
+    eval_line,
     flops_per_token,
-    format_duration,
     memory_gb,
     model_flops_utilization,
     peak_flops,
     remeasure_cpu_peak,
+    train_line,
     truncate_metrics,
 )
 from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
+from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
+from lmtool.train.progress import Progress
 from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.signals import StopRequest
 
-# train.compile: auto compiles GPU runs at least this long (compiling costs ~30-60 s)
-COMPILE_MIN_STEPS = 1000
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Batch geometry and length of the run, fixed before the first step."""
-
-    micro_batch: int
-    accumulation: int
-    global_batch: int
-    total_steps: int
-    tokens_per_step: int
-
-
-@dataclass
-class Progress:
-    """What trainer_state.pt records besides optimizer, scheduler, scaler and RNG states."""
-
-    step: int = 0
-    samples_seen: int = 0  # data position: global samples consumed
-    tokens_seen: int = 0
-    best_loss: float | None = None
-    best_step: int | None = None
-    nonfinite_total: int = 0
-    nonfinite_in_row: int = 0
-    scaler_skipped: int = 0  # fp16 updates the GradScaler skipped (gradient overflow)
-
-
-def make_plan(config: Config, n_train: int, world_size: int) -> Plan:
-    """Turn batch and stopping options into micro-batch, accumulation and total steps (exit 2 if inconsistent)."""
-    cfg, block = config.train, config.data.block_size
-    per_micro = cfg.batch_size * world_size
-    global_batch = config_checks.global_batch(cfg, block, world_size)
-    if n_train == 0:
-        raise LmtoolError(
-            f"the training split in {config.data.processed_dir} is empty: add data or lower data.block_size"
-        )
-    tokens_per_step = global_batch * block
-    limits = []
-    if cfg.max_steps is not None:
-        limits.append(cfg.max_steps)
-    if cfg.max_tokens is not None:
-        limits.append(math.ceil(cfg.max_tokens / tokens_per_step))
-    if cfg.epochs is not None or not limits:
-        limits.append(max(math.ceil((cfg.epochs or 1.0) * n_train / global_batch), 1))
-    return Plan(cfg.batch_size, global_batch // per_micro, global_batch, min(limits), tokens_per_step)
-
-
-def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module, device: torch.device) -> bool:
-    """auto: only transformer runs on CUDA of at least COMPILE_MIN_STEPS steps, where the compile time pays
-    off. On CPU the step is matmul-bound: compiling a 14M-parameter GPT-2 took 35-55 s on 2 cores and gained
-    0-6% per step over eager with the fused GELU."""
-    if setting != "auto":
-        return bool(setting)
-    has_attention = getattr(model.config, "num_attention_heads", None) is not None
-    return device.type == "cuda" and has_attention and plan.total_steps >= COMPILE_MIN_STEPS
-
 
 class Trainer:
+    """`sequence_length`: tokens per example for FLOPs, MFU and the fp16 loss divisor (default
+    data.block_size; the maximum length for padded examples). `lr_scale`: learning-rate factor per
+    parameter name (layer-wise decay). `order_lengths`: per training example, to draw each step from
+    examples of similar length, sorted in megabatches of `length_group` examples (default
+    LENGTH_GROUP_BATCHES global batches)."""
+
     def __init__(
         self,
         *,
@@ -113,14 +66,24 @@ class Trainer:
         device: torch.device,
         precision: Precision,
         resume_from: Path | None = None,
+        sequence_length: int | None = None,
+        lr_scale: Callable[[str], float] | None = None,
+        order_lengths: Sequence[int] | None = None,
+        length_group: int | None = None,
     ):
         self.config, self.cfg = config, config.train
         self.task, self.tokenizer = task, tokenizer
         self.train_data, self.eval_data = train_data, eval_data
         self.run_dir, self.env, self.device, self.precision = Path(run_dir), env, device, precision
         self.resume_from = resume_from
-        self.plan = make_plan(config, len(train_data), env.world_size)
+        self.plan = make_plan(config, len(train_data), env.world_size, sequence_length)
         self.state = Progress()
+        self.best = BestTracker(self.cfg)
+        self.keep_best = self.cfg.keep_best or self.cfg.final_model == "best"
+        group = length_group or LENGTH_GROUP_BATCHES * self.plan.global_batch
+        self.ordered = OrderedView(train_data, config.run.seed, order_lengths, group, self.plan.global_batch)
+        self._stop_early = False
+        sequence_length = sequence_length or config.data.block_size
 
         self.raw_model = model.to(device)
         if self.cfg.gradient_checkpointing:
@@ -130,16 +93,16 @@ class Trainer:
                 )
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.params = list(model.parameters())
-        self.optimizer = build_optimizer(model, self.cfg, device)
+        self.optimizer = build_optimizer(model, self.cfg, device, lr_scale)
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
-        self.loss_divisor = loss_divisor(self.plan.micro_batch * config.data.block_size)
+        self.loss_divisor = loss_divisor(self.plan.micro_batch * sequence_length)
         self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.model = torch.compile(model) if self.compiled else model
         self.strategy = distributed.strategy_for(env)
         self.model = self.strategy.wrap(self.model, device)
-        self.flops_per_token = flops_per_token(model, config.data.block_size)
+        self.flops_per_token = flops_per_token(model, sequence_length)
         self.peak: float | None = None
         self._remeasure_after = 0.0  # monotonic time before which the CPU peak is not measured again
         self.sink: MetricsSink | None = None
@@ -148,9 +111,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> Path:
-        """Train until the plan's last step (or a signal, or too many bad steps); return final/."""
+        """Train until the plan's last step (or early stopping, a signal, too many bad steps); return final/."""
         if self.resume_from is not None:
             self._restore(self.resume_from)
+        self.best.adopt(self.state)
+        self._stop_early = self.best.exhausted(self.state)  # a resumed run that had stopped early
         plan, state = self.plan, self.state
         self._open_run_dir()
         if self.env.is_main:
@@ -164,8 +129,9 @@ class Trainer:
             console.progress("train", total=plan.total_steps, extra="{task.fields[status]}") as bar,
         ):
             bar.update(completed=state.step)
-            while state.step < plan.total_steps:
-                lr = self.optimizer.param_groups[0]["lr"]
+            while state.step < plan.total_steps and not self._stop_early:
+                group = self.optimizer.param_groups[0]
+                lr = group["lr"] / group["lr_scale"]  # the schedule's lr, before any per-layer scale
                 loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop.requested)
                 grad_norm = self._optimizer_step(loss_sum / max(targets, 1), targets)
                 state.step += 1
@@ -257,7 +223,7 @@ class Trainer:
             start, self.plan.global_batch, self.plan.micro_batch, self.env.world_size, self.env.rank
         )
         return DataLoader(
-            OrderedView(self.train_data, self.config.run.seed),
+            self.ordered,
             batch_sampler=sampler,
             collate_fn=self.task.collate,
             num_workers=self.cfg.num_workers,
@@ -267,51 +233,49 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.run.seed),
         )
 
-    def _eval_batches(self):
-        size = self.cfg.batch_size
-        limit = (
-            len(self.eval_data)
-            if self.cfg.eval_batches is None
-            else min(len(self.eval_data), self.cfg.eval_batches * size)
-        )
-        for first in range(0, limit, size):
-            indices = list(range(first, min(first + size, limit)))
-            columns = self.eval_data[indices]
-            rows = [
-                {**{k: v[i] for k, v in columns.items()}, "sample_id": index}
-                for i, index in enumerate(indices)
-            ]
-            yield {k: v.to(self.device) for k, v in self.task.collate(rows).items()}
-
     # ------------------------------------------------------------------ eval, logging, saving
 
     def _evaluate(self) -> None:
-        """Validation metrics on rank 0 (the other ranks wait at their next collective). With keep_best a new
-        best is saved at once, so the best checkpoint exists whether or not the eval falls on a save step."""
-        improved = self.env.is_main and self._validate()
-        if self.cfg.keep_best and distributed.any_rank(improved, self.device):
+        """Validation metrics on rank 0; all ranks then learn whether it failed, found a new best or ran out
+        of patience. With keep_best a new best is saved at once, so the best checkpoint exists whether or not
+        the eval falls on a save step."""
+        failure, improved, exhausted = None, False, False
+        if self.env.is_main:
+            try:
+                improved = self._validate()
+            except LmtoolError as exc:
+                failure = exc
+            exhausted = self.best.exhausted(self.state)
+        flags = torch.tensor(
+            [failure is not None, improved, exhausted], dtype=torch.float32, device=self.device
+        )
+        failed, improved, exhausted = (v > 0 for v in distributed.all_reduce_sum(flags).tolist())
+        if failed:
+            raise failure or LmtoolError(f"rank 0 could not evaluate step {self.state.step}")
+        if self.keep_best and improved:
             self._save()
+        if exhausted and not self._stop_early and self.state.step < self.plan.total_steps:
+            self.best.announce_stop(self.state)
+        self._stop_early = exhausted
 
     def _validate(self) -> bool:
-        """Rank 0: evaluate and log; return whether the loss is a new best. A step is evaluated once: a run
-        killed after its final checkpoint but before final/ resumes with that eval already in the metrics."""
+        """Rank 0: evaluate and log; return whether metric_for_best is a new best. A step is evaluated once: a
+        run killed after its final checkpoint but before final/ resumes with that eval already in the metrics."""
         state = self.state
         if self.eval_data is None or len(self.eval_data) == 0 or self.sink.evaluated(state.step):
             return False
         evaluator = self.task.evaluator()
         self.raw_model.eval()
         with torch.no_grad(), self.precision.autocast():
-            for batch in self._eval_batches():
+            for batch in eval_batches(
+                self.eval_data, self.cfg.batch_size, self.cfg.eval_batches, self.task.collate, self.device
+            ):
                 evaluator.update(self.raw_model, batch)
         self.raw_model.train()
         metrics = evaluator.compute()
-        improved = state.best_loss is None or metrics["loss"] < state.best_loss
-        if improved:
-            state.best_loss, state.best_step = metrics["loss"], state.step
-        self.sink.write({"type": "eval", "step": state.step, **metrics})
-        shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "tokens")
-        console.info(f"eval step {state.step}: {shown}")
-        return improved
+        self.sink.write({"type": "eval", "step": state.step, **metrics})  # nested values (per class) too
+        console.info(eval_line(metrics, state.step))
+        return self.best.update(state, metrics)
 
     def _mfu(self, tokens_per_s: float) -> float:
         return model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.env.world_size)
@@ -326,13 +290,7 @@ class Trainer:
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
-            line = (
-                f"step {record['step']}/{self.plan.total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
-                f"grad {record['grad_norm']:.3g} | {record['tokens_per_s']:,.0f} tok/s"
-            )
-            if "mfu" in record:
-                line += f" | MFU {record['mfu']:.1%}"
-            line += f" | mem {record['memory_gb']:.2f} GB | ETA {format_duration(record['eta_s'])}"
+            line = train_line(record, self.plan.total_steps)
             bar.update(status=line)
             console.info(line)
 
@@ -378,28 +336,22 @@ class Trainer:
         self._retain()
 
     def _retain(self) -> None:
-        best = self.state.best_step if self.cfg.keep_best else None
+        best = self.state.best_step if self.keep_best else None
         checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best, written=self._saved_step)
 
     def _restore(self, path: Path) -> None:
         checkpoint.load_model_weights(self.raw_model, path)
         saved = checkpoint.load_trainer_state(path)
-        self.state = Progress(**saved["progress"])
+        self.state = Progress.from_saved(saved["progress"])
         # Moments from the checkpoint; lr, schedule and optimizer settings from this config.
         load_optimizer_state(self.optimizer, saved["optimizer"])
         self.scheduler = build_scheduler(
             self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=self.state.step
         )
         self.scaler.load_state_dict(saved["scaler"])
-        rng = saved["rng"]
-        if len(rng) == self.env.world_size:
-            checkpoint.set_rng_state(rng[self.env.rank])
-        else:
-            checkpoint.set_rng_state(rng[0])
-            torch.manual_seed(self.config.run.seed + self.env.rank + 1_000_003 * self.state.step)
-            console.warning(
-                f"resuming on {self.env.world_size} processes (saved on {len(rng)}): dropout streams reseeded"
-            )
+        checkpoint.restore_rng(
+            saved["rng"], self.env.rank, self.env.world_size, self.config.run.seed, self.state.step
+        )
         if saved["global_batch"] != self.plan.global_batch:
             console.warning(
                 f"global batch changed from {saved['global_batch']} to {self.plan.global_batch} sequences on resume"
@@ -426,27 +378,22 @@ class Trainer:
         distributed.barrier()
 
     def _announce(self) -> None:
-        plan = self.plan
-        params = sum(p.numel() for p in self.raw_model.parameters())
         console.info(
-            f"training {type(self.raw_model).__name__} ({params / 1e6:.2f}M parameters) on {self.env.world_size} x {self.device.type}, "
-            f"precision {self.precision.name}, compile {'on' if self.compiled else 'off'}: {plan.total_steps} steps of "
-            f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
-            f"{plan.micro_batch} per process)"
+            describe(
+                self.plan, self.raw_model, self.env.world_size, self.device, self.precision, self.compiled
+            )
         )
 
     def _write_final(self) -> Path:
-        """final/: the trained model and tokenizer as a plain save_pretrained directory, swapped in atomically."""
+        """final/ in place on every rank, or the same error on all (rank 0 writes it)."""
         final = self.run_dir / "final"
         failure = None
         if self.env.is_main:
-
-            def write(tmp: Path) -> None:
-                self.raw_model.save_pretrained(tmp, safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp)
-
+            best = None
+            if self.cfg.final_model == "best":
+                best = best_checkpoint(self.run_dir, self.state, self.best.metric)
             try:
-                atomic.write_dir(self.run_dir / ".tmp-final", final, write, "the final model")
+                write_final(final, self.raw_model, self.tokenizer, best)
             except LmtoolError as exc:
                 failure = exc
             self.sink.close()

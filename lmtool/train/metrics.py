@@ -24,7 +24,7 @@ from lmtool import console
 from lmtool.train import atomic
 
 if TYPE_CHECKING:
-    from lmtool.train.engine import Progress
+    from lmtool.train.progress import Progress
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s, no sparsity) by substring of the device name; most specific first.
 GPU_PEAK_BF16 = (
@@ -210,6 +210,23 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def train_line(record: dict, total_steps: int) -> str:
+    """The console line of a train record."""
+    line = (
+        f"step {record['step']}/{total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+        f"grad {record['grad_norm']:.3g} | {record['tokens_per_s']:,.0f} tok/s"
+    )
+    if "mfu" in record:
+        line += f" | MFU {record['mfu']:.1%}"
+    return line + f" | mem {record['memory_gb']:.2f} GB | ETA {format_duration(record['eta_s'])}"
+
+
+def eval_line(metrics: dict, step: int) -> str:
+    """The console line of an evaluation: its float metrics (nested ones go to metrics.jsonl only)."""
+    shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float) and k != "tokens")
+    return f"eval step {step}: {shown}"
 
 
 class TrainWindow:

@@ -1,8 +1,14 @@
-"""AdamW with the usual pretraining parameter groups, and the warmup + decay learning-rate schedule."""
+"""AdamW with the usual pretraining parameter groups, and the warmup + decay learning-rate schedule.
+
+Each parameter group records its `lr_scale` (1 unless a per-parameter scale such as layer-wise
+decay is given): the scheduler starts each group from train.lr x lr_scale, and a resumed run keeps
+this config's scales.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -11,29 +17,52 @@ from lmtool import console
 from lmtool.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matmul weights only: not on biases, norm scales or embedding tables.
+def param_groups(
+    model: nn.Module, weight_decay: float, lr_scale: Callable[[str], float] | None = None
+) -> list[dict]:
+    """Weight decay on matmul weights only: not on biases, norm scales or embedding tables; frozen
+    parameters (requires_grad False) left out; one decay and one no-decay group per `lr_scale` value
+    (in order of first appearance).
 
     Decaying a LayerNorm gain or an embedding row pulls it toward zero for no regularising benefit
     (GPT-2/BERT practice); a weight tied to an embedding counts as the embedding.
     """
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay, seen = [], [], set()
-    for param in model.parameters():
-        if not param.requires_grad or id(param) in seen:
+    by_scale: dict[float, tuple[list, list]] = {}
+    for name, param in model.named_parameters():  # a tied weight once, under its first name
+        if not param.requires_grad:
             continue
-        seen.add(id(param))
+        scale = 1.0 if lr_scale is None else float(lr_scale(name))
+        if not scale > 0:
+            raise ValueError(f"lr_scale({name!r}) = {scale}: a learning-rate scale must be positive")
+        decay, no_decay = by_scale.setdefault(scale, ([], []))
         (no_decay if param.ndim < 2 or id(param) in embeddings else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        group
+        for scale, (decay, no_decay) in by_scale.items()
+        for group in (
+            {"params": decay, "weight_decay": weight_decay, "lr_scale": scale},
+            {"params": no_decay, "weight_decay": 0.0, "lr_scale": scale},
+        )
+    ]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module,
+    cfg: TrainConfig,
+    device: torch.device,
+    lr_scale: Callable[[str], float] | None = None,
+) -> torch.optim.AdamW:
     """AdamW; the fused kernel on CUDA and CPU (one pass over each parameter instead of one per
-    operation: ~10% of a CPU step for a 14M-parameter GPT-2), the foreach path elsewhere."""
+    operation: ~10% of a CPU step for a 14M-parameter GPT-2), the foreach path elsewhere.
+    `lr_scale(name)` multiplies the lr of each parameter (e.g. layer-wise decay)."""
     fused = device.type in ("cuda", "cpu")
+    groups = param_groups(model, cfg.weight_decay, lr_scale)
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
     return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
+        groups,
         lr=cfg.lr,
         betas=tuple(cfg.betas),
         eps=cfg.eps,
@@ -95,7 +124,7 @@ def build_scheduler(
     """
     fn = WarmupDecay(warmup, total_steps, cfg.schedule, cfg.min_lr_ratio)
     for group in optimizer.param_groups:
-        group["initial_lr"] = cfg.lr
+        group["initial_lr"] = cfg.lr * group.get("lr_scale", 1.0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn, last_epoch=done_steps - 1)
 
 

@@ -1,0 +1,74 @@
+"""Batch geometry and length of a run, fixed before the first step, and whether to compile."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lmtool.config import Config
+from lmtool.config import checks as config_checks
+from lmtool.errors import LmtoolError
+
+# train.compile: auto compiles GPU runs at least this long (compiling costs ~30-60 s)
+COMPILE_MIN_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Batch geometry and length of the run, fixed before the first step."""
+
+    micro_batch: int
+    accumulation: int
+    global_batch: int
+    total_steps: int
+    tokens_per_step: int
+
+
+def make_plan(config: Config, n_train: int, world_size: int, sequence_length: int | None = None) -> Plan:
+    """Turn batch and stopping options into micro-batch, accumulation and total steps (exit 2 if inconsistent).
+
+    `sequence_length` (default data.block_size) is the length tokens per step are counted in: the
+    maximum length for padded examples of varied length."""
+    cfg, block = config.train, sequence_length or config.data.block_size
+    per_micro = cfg.batch_size * world_size
+    global_batch = config_checks.global_batch(cfg, block, world_size)
+    if n_train == 0:
+        raise LmtoolError(
+            f"the training split in {config.data.processed_dir} is empty: add data or lower data.block_size"
+        )
+    tokens_per_step = global_batch * block
+    limits = []
+    if cfg.max_steps is not None:
+        limits.append(cfg.max_steps)
+    if cfg.max_tokens is not None:
+        limits.append(math.ceil(cfg.max_tokens / tokens_per_step))
+    if cfg.epochs is not None or not limits:
+        limits.append(max(math.ceil((cfg.epochs or 1.0) * n_train / global_batch), 1))
+    return Plan(cfg.batch_size, global_batch // per_micro, global_batch, min(limits), tokens_per_step)
+
+
+def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module, device: torch.device) -> bool:
+    """auto: only transformer runs on CUDA of at least COMPILE_MIN_STEPS steps, where the compile time pays
+    off. On CPU the step is matmul-bound: compiling a 14M-parameter GPT-2 took 35-55 s on 2 cores and gained
+    0-6% per step over eager with the fused GELU."""
+    if setting != "auto":
+        return bool(setting)
+    has_attention = getattr(model.config, "num_attention_heads", None) is not None
+    return device.type == "cuda" and has_attention and plan.total_steps >= COMPILE_MIN_STEPS
+
+
+def describe(
+    plan: Plan, model: torch.nn.Module, processes: int, device: torch.device, precision, compiled: bool
+) -> str:
+    """The log line that opens a run: model, devices, precision and batch geometry."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = f", {(params - trainable) / 1e6:.2f}M frozen" if trainable < params else ""
+    return (
+        f"training {type(model).__name__} ({params / 1e6:.2f}M parameters{frozen}) on {processes} x {device.type}, "
+        f"precision {precision.name}, compile {'on' if compiled else 'off'}: {plan.total_steps} steps of "
+        f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
+        f"{plan.micro_batch} per process)"
+    )
