@@ -373,6 +373,20 @@ def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
         print(final)
 
 
+@app.command("finetune")
+def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Fine-tune a pretrained model for classification or NER; print the best model's directory.
+
+    Example: lmtool finetune configs/finetune-sentiment.yaml --set train.epochs=1
+    """
+    from lmtool.config import load_config
+    from lmtool.recipes.finetune import run_finetune
+
+    final = run_finetune(load_config(config, set_ or []), overwrite=overwrite)
+    if console.is_rank_zero():
+        print(final)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -134,3 +134,44 @@ class FinetuneConfig(Section):
         if isinstance(self.class_weights, list) and any(w < 0 for w in self.class_weights):
             raise ValueError("class_weights must not be negative")
         return self
+
+
+# Fine-tuning's usual recipe (BERT paper, run_glue/run_ner) where the config leaves `train:` keys unset:
+# pretraining's defaults (lr 6e-4, weight decay 0.1, a fixed warmup) would wreck a pretrained model.
+FINETUNE_TRAIN_DEFAULTS = {
+    "lr": 5e-5,
+    "schedule": "linear",
+    "min_lr_ratio": 0.0,
+    "weight_decay": 0.01,
+    "betas": [0.9, 0.999],
+    "batch_size": 32,
+    "eval_batches": None,  # the whole validation split
+    "keep_best": True,
+    "final_model": "best",
+}
+
+
+def best_metric(task: str, problem: str) -> str:
+    """The validation metric a fine-tuning run keeps its best model by, unless train.metric_for_best says."""
+    if task == "token_classification":
+        return "f1"
+    return {"multi_label": "f1_micro", "regression": "pearson"}.get(problem, "accuracy")
+
+
+def with_finetune_defaults(raw: dict) -> dict:
+    """The raw config with fine-tuning's `train:` defaults filled in where a `finetune:` section is present
+    and the user set nothing (before validation, so `config show` and the saved config.yaml show them)."""
+    section = raw.get("finetune")
+    if not isinstance(section, dict):
+        return raw
+    train = raw.get("train")
+    train = dict(train) if isinstance(train, dict) else {}
+    defaults = dict(FINETUNE_TRAIN_DEFAULTS)
+    defaults["metric_for_best"] = best_metric(
+        str(section.get("task", "")), str(section.get("problem", "single_label"))
+    )
+    if "warmup_steps" not in train:
+        defaults["warmup_ratio"] = 0.1
+    if not {"max_steps", "max_tokens"} & train.keys():
+        defaults["epochs"] = 3
+    return {**raw, "train": {**defaults, **train}}

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmtool.config.finetune import with_finetune_defaults
 from lmtool.config.schema import Config
 from lmtool.config.yaml_io import compose_and_load, yaml_load
 from lmtool.errors import ConfigError, LmtoolError
@@ -31,6 +32,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         keys, value = parse_override(item)
         _set_path(raw, keys, value, item)
         override_keys.add(tuple(keys))
+    raw = with_finetune_defaults(raw)
 
     located = _Locator(label, lines, override_keys)
     # `${...}` first, so a number or a boolean may come from the environment or another key;

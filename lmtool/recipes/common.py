@@ -1,0 +1,118 @@
+"""What every training recipe does around its own model and task: the processes, the run directory,
+the processed data, the seeds."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmtool import console
+from lmtool.config import Config, ConfigError
+from lmtool.errors import LmtoolError, Preempted
+from lmtool.train import checkpoint, distributed
+from lmtool.train.precision import resolve_device
+
+Recipe = Callable[[Config, distributed.DistEnv, torch.device, bool], Path]
+
+
+def run_on_every_rank(config: Config, recipe: Recipe, overwrite: bool) -> Path:
+    """Run `recipe` in this process (under torchrun: in each), inside its process group.
+
+    Rank 0 preprocesses and writes; all ranks train.
+    """
+    env = distributed.read_env()
+    device = resolve_device(config.train.device, env.local_rank)
+    distributed.init(env, device)
+    try:
+        result = recipe(config, env, device, overwrite)
+    except (LmtoolError, Preempted):
+        # Raised on every rank alike (config checks, agreed stop): leave the group in order.
+        distributed.shutdown()
+        raise
+    distributed.shutdown()
+    return result
+
+
+def open_run(config: Config, env: distributed.DistEnv, overwrite: bool) -> Path | None:
+    """Check run.output_dir, wipe it for --overwrite (rank 0), and return the checkpoint to resume from."""
+    run_dir = Path(config.run.output_dir)
+    check_output_dir(run_dir)
+    resume_from, wipe = checkpoint.resolve_resume(run_dir, config.train.resume, overwrite)
+    distributed.barrier()  # every rank has decided before rank 0 changes anything
+    if env.is_main and wipe:
+        console.info(f"--overwrite: removing {run_dir}")
+        shutil.rmtree(run_dir)
+    return resume_from
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """run.output_dir must be a directory or creatable as one: not a file, nor under a file."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = (
+                    "is a file, not a directory" if path == run_dir else f"lies under {path}, which is a file"
+                )
+                raise ConfigError("run.output_dir", where, value=str(run_dir))
+            return
+
+
+def processed_dir(config: Config, env: distributed.DistEnv) -> Path:
+    """The processed data directory, made by rank 0 first if it does not exist yet."""
+    processed = Path(config.data.processed_dir)
+    if not processed.exists():
+        if env.is_main:
+            from lmtool.data.preprocess import run_preprocess
+
+            console.info(f"{processed} does not exist: preprocessing first")
+            run_preprocess(config)
+        distributed.barrier()
+    return processed
+
+
+def refuse_stale(processed: Path, config: Config, device: torch.device) -> None:
+    """Exit 2 on every rank when rank 0 finds `processed` made from other inputs than this config's."""
+    if distributed.any_rank(distributed.read_env().is_main and is_stale(processed, config), device):
+        raise ConfigError(
+            "data.processed_dir",
+            f"{processed} was preprocessed from other sources or data/tokenizer settings than this config's",
+            has_value=False,
+            hint="run `lmtool preprocess --overwrite` with this config, or point data.processed_dir elsewhere",
+        )
+
+
+def is_stale(processed: Path, config: Config) -> bool:
+    """True when `lmtool preprocess` made `processed` with another content key than this config gives
+    (changed corpus, cleaning, tokenizer or data settings). A directory without a key (not made by
+    lmtool preprocess) or a config without sources cannot be compared and is used as is."""
+    from lmtool.data import sources as src
+    from lmtool.data.preprocess import content_key
+
+    try:
+        made = json.loads((processed / "manifest.json").read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError):
+        return False
+    data = config.data
+    if made is None or not data.sources:
+        return False
+    try:
+        sources = [src.resolve(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
+        sources += [
+            src.resolve(s, f"data.validation_sources.{i}") for i, s in enumerate(data.validation_sources)
+        ]
+    except LmtoolError as exc:
+        console.warning(f"cannot check that {processed} is up to date ({exc}); training on it as is")
+        return False
+    return content_key(config, sources) != made
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,143 @@
+"""`lmtool finetune`: labeled data + a pretrained model with a task head + the same training engine."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from lmtool import console
+from lmtool.config import Config, ConfigError
+from lmtool.config.checks import global_batch
+from lmtool.errors import LmtoolError
+from lmtool.recipes.common import (
+    check_output_dir,
+    open_run,
+    processed_dir,
+    refuse_stale,
+    run_on_every_rank,
+    seed_everything,
+)
+from lmtool.train import distributed
+from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
+
+
+def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
+    """Fine-tune `model.init_from` as the config says; return the directory of the model to use
+    (final/, which holds the best validated weights when there is a validation split)."""
+    if config.finetune is None:
+        raise ConfigError(
+            "finetune",
+            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification)",
+            has_value=False,
+        )
+    if config.model.init_from is None:
+        raise ConfigError(
+            "model.init_from",
+            "is required: the pretrained model (directory or hub name) to fine-tune",
+            value=None,
+        )
+    return run_on_every_rank(config, _finetune, overwrite)
+
+
+def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
+    from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
+    from lmtool.tasks import make_finetune_task
+    from lmtool.train.engine import Trainer
+
+    check_output_dir(Path(config.run.output_dir))
+    resume_from = open_run(config, env, overwrite)
+    processed = processed_dir(config, env)
+    manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
+    refuse_stale(processed, config, device)
+    config = _with_eval_schedule(config, len(train_data), env.world_size, eval_data is not None)
+
+    ft = config.finetune
+    precision = resolve_precision(config.train.precision, device)
+    enable_tf32(device)
+    keep_cpu_memory(device)
+    torch.manual_seed(config.run.seed)  # the new head's weights: the same on every rank
+    model = load_for_task(
+        config.model.init_from,
+        ft.task,
+        manifest.get("problem") or ft.problem,
+        list(manifest.get("labels") or []),
+        ft.reinit_head,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    freeze(model, ft.freeze)
+    lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None
+    task = make_finetune_task(manifest, tokenizer, ft, device)
+    seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
+    trainer = Trainer(
+        config=config,
+        model=model,
+        task=task,
+        tokenizer=tokenizer,
+        train_data=train_data,
+        eval_data=eval_data,
+        run_dir=Path(config.run.output_dir),
+        env=env,
+        device=device,
+        precision=precision,
+        resume_from=resume_from,
+        sequence_length=ft.max_length,
+        lr_scale=lr_scale,
+        order_lengths=train_data["length"] if ft.group_by_length else None,
+    )
+    final = trainer.fit()
+    console.info(f"done: fine-tuned model and tokenizer in {final}")
+    return final
+
+
+def load_labeled(processed: Path, config: Config):
+    """(manifest, tokenizer, train split, validation split or None) of a processed fine-tuning directory,
+    checked against the config's task."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    try:
+        manifest = json.loads((processed / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LmtoolError(
+            f"{processed} has no readable manifest.json: run `lmtool preprocess` with this config first"
+        ) from None
+    if manifest.get("kind") != "finetune":
+        raise ConfigError(
+            "data.processed_dir",
+            f"{processed} holds language-model data, not labeled data for fine-tuning",
+            has_value=False,
+            hint="point data.processed_dir elsewhere (fine-tuning data is preprocessed with the finetune: section)",
+        )
+    if manifest.get("task") != config.finetune.task:
+        raise ConfigError(
+            "finetune.task",
+            f"{processed} was preprocessed for task {manifest.get('task')}",
+            value=config.finetune.task,
+            hint="run `lmtool preprocess --overwrite` with this config",
+        )
+    tokenizer = AutoTokenizer.from_pretrained(processed / "tokenizer")
+    train = datasets.load_from_disk(str(processed / "train"))
+    if len(train) == 0:
+        raise LmtoolError(f"{processed / 'train'} holds no examples")
+    validation_dir = processed / "validation"
+    validation = datasets.load_from_disk(str(validation_dir)) if validation_dir.is_dir() else None
+    return manifest, tokenizer, train, validation if validation is not None and len(validation) else None
+
+
+def _with_eval_schedule(config: Config, n_train: int, world_size: int, has_validation: bool) -> Config:
+    """finetune.eval_strategy epoch: evaluate (and keep the best model) at the end of every epoch."""
+    if not has_validation:
+        if config.train.final_model == "best" or config.train.keep_best:
+            console.info("no validation split: final/ holds the last weights")
+        train = config.train.model_copy(update={"eval_every": 0, "keep_best": False, "final_model": "last"})
+        return config.model_copy(update={"train": train})
+    if config.finetune.eval_strategy != "epoch":
+        return config
+    steps_per_epoch = math.ceil(n_train / global_batch(config.train, config.finetune.max_length, world_size))
+    return config.model_copy(
+        update={"train": config.train.model_copy(update={"eval_every": steps_per_epoch})}
+    )
