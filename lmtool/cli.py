@@ -13,7 +13,7 @@ import click
 import typer
 
 from lmtool import __version__, console
-from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LmtoolError, Preempted
+from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, LmtoolError, Preempted, Terminated
 
 app = typer.Typer(
     name="lmtool",
@@ -71,7 +71,8 @@ def _main(
     """Pretrain, fine-tune, evaluate and sample Hugging Face language models.
 
     Results go to stdout, logs to stderr. Exit codes: 0 ok, 1 internal error,
-    2 bad config or input, 3 checkpoint saved after a preemption signal (requeue), 130 interrupted.
+    2 bad config or input, 3 checkpoint saved after a preemption signal (requeue), 130 interrupted,
+    143 preprocess stopped by SIGTERM.
     """
     _state["debug"] = debug
     console.configure(quiet=quiet, log_format=log_format.value)
@@ -338,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.error("interrupted")
         code = EXIT_INTERRUPTED
+    except Terminated as exc:
+        console.error(str(exc))
+        code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code

@@ -17,6 +17,7 @@ from glob import glob
 from pathlib import Path
 
 from lmtool.config import SourceConfig
+from lmtool.data.partial import disk_full
 from lmtool.errors import ConfigError, LmtoolError
 
 FORMATS = {
@@ -224,7 +225,9 @@ def _columns(dataset) -> list[str]:
     return list(names)
 
 
-def _read_error(source: Source, exc: Exception, encoding_errors: str) -> LmtoolError:
+def _read_error(source: Source, exc: Exception, encoding_errors: str) -> Exception:
+    if disk_full(exc):  # writing the Arrow cache failed: not this source's fault; preprocess names the output
+        return exc
     cause = exc
     while cause.__cause__ is not None or cause.__context__ is not None:
         if isinstance(cause, UnicodeDecodeError):

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from lmtool import __version__, console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
+from lmtool.ownership import mark_run_dir
 from lmtool.train import checkpoint, distributed
 from lmtool.train.data_order import OrderedView, RankBatches
 from lmtool.train.metrics import (
@@ -35,7 +36,7 @@ from lmtool.train.metrics import (
 )
 from lmtool.train.optim import build_optimizer, build_scheduler
 from lmtool.train.precision import Precision
-from lmtool.train.signals import StopRequest
+from lmtool.train.signals import StopRequest, ignore_stop_signals
 
 # train.compile: auto compiles GPU runs at least this long (compiling costs ~30-60 s)
 COMPILE_MIN_STEPS = 1000
@@ -159,17 +160,18 @@ class Trainer:
         plan, state = self.plan, self.state
         self._open_run_dir()
         self._announce()
-        batches = iter(self._loader(state.samples_seen))
         self.model.train()
         window = TrainWindow(state)
         with (
             StopRequest() as stop,
             console.progress("train", total=plan.total_steps, extra="{task.fields[status]}") as bar,
         ):
+            # DataLoader workers fork here, inside StopRequest: a signal before they ignore it only sets a flag.
+            batches = iter(self._loader(state.samples_seen))
             bar.update(completed=state.step)
             while state.step < plan.total_steps:
                 lr = self.optimizer.param_groups[0]["lr"]
-                loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop.requested)
+                loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop)
                 grad_norm = self._optimizer_step(loss_sum / max(targets, 1), targets)
                 state.step += 1
                 state.samples_seen += plan.global_batch
@@ -188,7 +190,10 @@ class Trainer:
                     self._evaluate()
                 if self.cfg.save_every and state.step % self.cfg.save_every == 0:
                     self._save()
-                if stop_votes:
+                # The step in progress when the signal came is saved. Under torchrun the ranks vote when they
+                # sum the step's loss; a signal after that vote (optimizer update, logging, eval) is
+                # saved one step later.
+                if stop_votes or (stop.requested and not self.env.enabled):
                     self._save()
                     raise Preempted(
                         f"{stop.signal_name or 'stop signal'}: saved checkpoint at step {state.step}; "
@@ -198,9 +203,10 @@ class Trainer:
         self._save()
         return self._write_final()
 
-    def _accumulate(self, batches, stop_requested: bool) -> tuple[float, int, int, bool]:
+    def _accumulate(self, batches, stop: StopRequest) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
-        summed over all ranks. Gradients are left as sums of per-token losses (scaled later)."""
+        summed over all ranks. Gradients are left as sums of per-token losses (scaled later). The stop vote is
+        read after the last backward, so a signal during this step stops after it."""
         local = torch.zeros(4, dtype=torch.float64, device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
@@ -213,7 +219,7 @@ class Trainer:
             local[0] += loss.detach().double() * count
             local[1] += count
             local[2] += tokens
-        local[3] = float(stop_requested)
+        local[3] = float(stop.requested)
         total = distributed.all_reduce_sum(local).tolist()
         return total[0], int(total[1]), int(total[2]), total[3] > 0
 
@@ -260,6 +266,7 @@ class Trainer:
             batch_sampler=sampler,
             collate_fn=self.task.collate,
             num_workers=self.cfg.num_workers,
+            worker_init_fn=ignore_stop_signals if self.cfg.num_workers else None,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             # Its own generator, so that shuffling leaves the global RNG (dropout) untouched.
@@ -379,6 +386,7 @@ class Trainer:
     def _open_run_dir(self) -> None:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            mark_run_dir(self.run_dir)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
             metrics = self.run_dir / "metrics.jsonl"
             if self.resume_from is not None:

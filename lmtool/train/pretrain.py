@@ -15,6 +15,7 @@ from lmtool.config import Config, ConfigError
 from lmtool.errors import LmtoolError, Preempted
 from lmtool.train import checkpoint, distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_device, resolve_precision
+from lmtool.train.rundir import check_run_dir, run_dir_lock
 
 
 def run_pretrain(config: Config, *, overwrite: bool = False) -> Path:
@@ -26,7 +27,8 @@ def run_pretrain(config: Config, *, overwrite: bool = False) -> Path:
     device = resolve_device(config.train.device, env.local_rank)
     distributed.init(env, device)
     try:
-        final = _pretrain(config, env, device, overwrite)
+        with run_dir_lock(Path(config.run.output_dir), env, device):
+            final = _pretrain(config, env, device, overwrite)
     except (LmtoolError, Preempted):
         # Raised on every rank alike (config checks, agreed stop): leave the group in order.
         distributed.shutdown()
@@ -41,6 +43,7 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
     from lmtool.train.engine import Trainer
 
     run_dir = Path(config.run.output_dir)
+    check_run_dir(config, run_dir, overwrite)
     resume_from, wipe = checkpoint.resolve_resume(run_dir, config.train.resume, overwrite)
     distributed.barrier()  # every rank has decided before rank 0 changes anything
     if env.is_main and wipe:
