@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI, turning errors into one line on stderr and a documented exit code."""
     try:
         code = app(args=argv, standalone_mode=False, prog_name="lmtool")
+        if code == EXIT_INTERRUPTED:  # typer returns a KeyboardInterrupt (Ctrl-C) as this code
+            console.error("interrupted")
     except LmtoolError as exc:
         if _state["debug"]:
             traceback.print_exc()

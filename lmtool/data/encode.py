@@ -126,7 +126,7 @@ def _in_worker_processes(
     try:
         with worker_pool(context, procs, _init_worker, (encoder,)) as pool:
             yield from _in_order(
-                lambda texts: pool.apply_async(_encode_in_worker, (texts,)).get, batches, 2 * procs
+                lambda texts: pool.submit(_encode_in_worker, texts).result, batches, 2 * procs
             )
     finally:
         if previous is None:
