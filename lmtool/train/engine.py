@@ -190,9 +190,7 @@ class Trainer:
                     self._evaluate()
                 if self.cfg.save_every and state.step % self.cfg.save_every == 0:
                     self._save()
-                # The step in progress when the signal came is saved. Under torchrun the ranks vote when they
-                # sum the step's loss; a signal after that vote (optimizer update, logging, eval) is
-                # saved one step later.
+                # The step in progress at the signal is saved (torchrun: the vote in _accumulate decides).
                 if stop_votes or (stop.requested and not self.env.enabled):
                     self._save()
                     raise Preempted(
