@@ -59,7 +59,7 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
     """Write `data.processed_dir` (train/, validation/, tokenizer/, manifest.json) and return it.
 
     A directory made from the same inputs is reused as is; one made from different inputs is
-    refused (exit 2) unless `overwrite`; one lmtool did not make, or that holds an input, always.
+    refused (exit 2) unless `overwrite`; one lmtool did not make, or that holds a source, always.
     One process at a time builds a given directory (a lock beside it); Ctrl-C and SIGTERM stop the
     build, remove its partial directory and exit 130 / 143.
     """
@@ -104,7 +104,8 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
 
 def _check_replaceable(config: Config, out: Path, overwrite: bool) -> None:
     """An existing, non-empty `out` is replaced only with `overwrite`, only if lmtool preprocess made
-    it, and only if no configured input lies inside it."""
+    it, and only if no configured source lies inside it (a tokenizer.path inside it is read, and copied
+    into the new output, before the old one is removed)."""
     if (not out.exists() and not out.is_symlink()) or ownership.is_empty_dir(out):
         return
     if not ownership.is_processed_dir(out):
@@ -122,7 +123,6 @@ def _check_replaceable(config: Config, out: Path, overwrite: bool) -> None:
     inputs |= {
         f"data.validation_sources.{i}.path": s.path for i, s in enumerate(config.data.validation_sources)
     }
-    inputs["tokenizer.path"] = config.tokenizer.path
     ownership.check_removable(out, "data.processed_dir", inputs)
 
 
