@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from lmtool import __version__, console
-from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, LmtoolError, Preempted
+from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, LmtoolError, Preempted, Terminated
 
 # The exceptions of the click that typer runs on: typer >= 0.29 vendors click as `typer._click`,
 # older typers use the plain `click` package, so `click.ClickException` misses the first kind.
@@ -74,7 +74,8 @@ def _main(
     """Pretrain, fine-tune, evaluate and sample Hugging Face language models.
 
     Results go to stdout, logs to stderr. Exit codes: 0 ok, 1 internal error,
-    2 bad config or input, 3 checkpoint saved after a preemption signal (requeue), 130 interrupted.
+    2 bad config or input, 3 checkpoint saved after a preemption signal (requeue), 130 interrupted,
+    143 preprocess stopped by SIGTERM.
     """
     _state["debug"] = debug
     console.configure(quiet=quiet, log_format=log_format.value)
@@ -406,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI, turning errors into one line on stderr and a documented exit code."""
     try:
         code = app(args=argv, standalone_mode=False, prog_name="lmtool")
+        if code == EXIT_INTERRUPTED:  # typer returns a KeyboardInterrupt (Ctrl-C) as this code
+            console.error("interrupted")
     except LmtoolError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -419,6 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.error("interrupted")
         code = EXIT_INTERRUPTED
+    except Terminated as exc:
+        console.error(str(exc))
+        code = exc.exit_code
     except _click.UsageError as exc:
         _show_usage_error(exc)
         code = EXIT_USAGE

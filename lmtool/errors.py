@@ -7,6 +7,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_REQUEUE = 3  # a checkpoint was saved after a preemption signal: requeue the job
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM: a run without checkpoints (preprocess) was stopped by SIGTERM
 
 
 class LmtoolError(Exception):
@@ -47,6 +48,13 @@ class Preempted(Exception):
     """A signal asked the run to stop; a checkpoint was saved and the job may be requeued."""
 
     exit_code = EXIT_REQUEUE
+
+
+class Terminated(BaseException):
+    """SIGTERM stopped a command that has nothing to save (preprocess); a BaseException, like
+    KeyboardInterrupt, so that no `except Exception` swallows it on the way out."""
+
+    exit_code = EXIT_TERMINATED
 
 
 def short_repr(value: object, limit: int = 80) -> str:

@@ -14,7 +14,9 @@ from lmtool.config.base import Section
 
 class RunConfig(Section):
     name: str = Field(
-        "run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; other values refer to it as ${run.name}."
+        "run",
+        pattern=r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$",  # not `.` or `..`: it names directories
+        description="Run name (letters, digits, . _ -, not only dots); other values refer to it as ${run.name}.",
     )
     output_dir: str = Field(
         "runs/${run.name}", description="Run directory: config, metrics.jsonl, checkpoints/, final/."

@@ -21,6 +21,7 @@ import numpy as np
 
 from lmtool import console
 from lmtool.data.fast_bpe import agrees, encode_ordinary, tiktoken_encoding
+from lmtool.data.interrupts import worker_pool
 
 SAMPLE_CHARS = 100_000  # how much of the corpus the engines are compared on
 
@@ -147,9 +148,9 @@ def _in_worker_processes(
     # Set before forking: the workers then stay single-threaded, without the fork warning.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        with context.Pool(procs, initializer=_init_worker, initargs=(encoder,)) as pool:
+        with worker_pool(context, procs, _init_worker, (encoder,)) as pool:
             yield from _in_order(
-                lambda texts: pool.apply_async(_encode_in_worker, (texts,)).get, batches, 2 * procs
+                lambda texts: pool.submit(_encode_in_worker, texts).result, batches, 2 * procs
             )
     finally:
         if previous is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtool import __version__, console
+from lmtool import __version__, console, ownership
 from lmtool.config import Config
 from lmtool.data import labeled_build
 from lmtool.data import sources as src
@@ -40,7 +40,9 @@ from lmtool.data.documents import (
 )
 from lmtool.data.encode import choose_encoder, encoded_batches
 from lmtool.data.identity import tokenizer_identity
+from lmtool.data.interrupts import stop_raises
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
+from lmtool.data.partial import disk_full, partial_prefix, remove_stale
 from lmtool.data.tokenizer import (
     load_tokenizer,
     tokenizer_fingerprint,
@@ -48,6 +50,7 @@ from lmtool.data.tokenizer import (
     train_type,
 )
 from lmtool.errors import ConfigError, LmtoolError
+from lmtool.runlock import DirLock
 
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb")
@@ -61,7 +64,9 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
     """Write `data.processed_dir` (train/, validation/, tokenizer/, manifest.json) and return it.
 
     A directory made from the same inputs is reused as is; one made from different inputs is
-    refused (exit 2) unless `overwrite`.
+    refused (exit 2) unless `overwrite`; one lmtool did not make, or that holds a source, always.
+    One process at a time builds a given directory (a lock beside it); Ctrl-C and SIGTERM stop the
+    build, remove its partial directory and exit 130 / 143.
     """
     data = config.data
     if not data.sources:
@@ -72,23 +77,59 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
     ]
     key = content_key(config, train_sources + val_sources)
     out = Path(os.path.expanduser(data.processed_dir))
-    if _up_to_date(out, key):
+    if _up_to_date(out, key):  # read-only: also works on a directory we may not write
         console.info(f"{out} is up to date (same sources and settings); nothing to do")
         return out
     _check_block_size(config)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+    with stop_raises(), DirLock(out, "data.processed_dir"):
+        if _up_to_date(out, key):  # another run may have finished it just before
+            console.info(f"{out} is up to date (same sources and settings); nothing to do")
+            return out
+        _check_replaceable(config, out, overwrite)
+        _quiet_datasets()
+        remove_stale(out)
+        work = _work_dir(out)
+        try:
+            _build(config, train_sources, val_sources, work, key)
+            _install(work / "out", out, work / "old")
+        except LmtoolError:
+            raise
+        except Exception as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            raise LmtoolError(
+                f"data.processed_dir: no space left on device while writing {out} "
+                f"({full.filename or work}); free space or point data.processed_dir at another disk"
+            ) from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _check_replaceable(config: Config, out: Path, overwrite: bool) -> None:
+    """An existing, non-empty `out` is replaced only with `overwrite`, only if lmtool preprocess made
+    it, and only if no configured source lies inside it (a tokenizer.path inside it is read, and copied
+    into the new output, before the old one is removed)."""
+    if (not out.exists() and not out.is_symlink()) or ownership.is_empty_dir(out):
+        return
+    if not ownership.is_processed_dir(out):
         raise LmtoolError(
-            f"{out} exists and was made from different sources or settings (or not by lmtool preprocess); "
+            f"data.processed_dir: {out} exists and was not made by lmtool preprocess (no manifest.json with "
+            "a content key); refusing to replace it, even with --overwrite - remove it yourself or change "
+            "data.processed_dir"
+        )
+    if not overwrite:
+        raise LmtoolError(
+            f"{out} exists and was made from different sources or settings; "
             "pass --overwrite to replace it or change data.processed_dir"
         )
-    _quiet_datasets()
-    work = _work_dir(out)
-    try:
-        _build(config, train_sources, val_sources, work, key)
-        _install(work / "out", out, work / "old")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+    inputs = {f"data.sources.{i}.path": s.path for i, s in enumerate(config.data.sources)}
+    inputs |= {
+        f"data.validation_sources.{i}.path": s.path for i, s in enumerate(config.data.validation_sources)
+    }
+    inputs |= {f"data.test_sources.{i}.path": s.path for i, s in enumerate(config.data.test_sources)}
+    ownership.check_removable(out, "data.processed_dir", inputs)
 
 
 def content_key(config: Config, sources: list[src.Source]) -> str:
@@ -174,7 +215,7 @@ def _bars() -> bool:
 def _work_dir(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        return Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
     except OSError as exc:
         raise ConfigError(
             "data.processed_dir", f"cannot write there: {exc.strerror or exc}", value=str(out)

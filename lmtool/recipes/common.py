@@ -17,6 +17,7 @@ from lmtool.config import Config, ConfigError
 from lmtool.errors import LmtoolError, Preempted
 from lmtool.train import checkpoint, distributed
 from lmtool.train.precision import resolve_device
+from lmtool.train.rundir import check_run_dir, run_dir_lock
 
 Recipe = Callable[[Config, distributed.DistEnv, torch.device, bool], Path]
 
@@ -30,7 +31,8 @@ def run_on_every_rank(config: Config, recipe: Recipe, overwrite: bool) -> Path:
     device = resolve_device(config.train.device, env.local_rank)
     distributed.init(env, device)
     try:
-        result = recipe(config, env, device, overwrite)
+        with run_dir_lock(Path(config.run.output_dir), env, device):
+            result = recipe(config, env, device, overwrite)
     except (LmtoolError, Preempted):
         # Raised on every rank alike (config checks, agreed stop): leave the group in order.
         distributed.shutdown()
@@ -43,6 +45,7 @@ def open_run(config: Config, env: distributed.DistEnv, overwrite: bool) -> Path 
     """Check run.output_dir, wipe it for --overwrite (rank 0), and return the checkpoint to resume from."""
     run_dir = Path(config.run.output_dir)
     check_output_dir(run_dir)
+    check_run_dir(config, run_dir, overwrite)
     resume_from, wipe = checkpoint.resolve_resume(run_dir, config.train.resume, overwrite)
     distributed.barrier()  # every rank has decided before rank 0 changes anything
     if env.is_main and wipe:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from lmtool import __version__, console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
+from lmtool.ownership import mark_run_dir
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
@@ -42,7 +43,7 @@ from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
 from lmtool.train.resume_settings import warn_changed_settings
-from lmtool.train.signals import StopRequest
+from lmtool.train.signals import StopRequest, ignore_stop_signals
 
 
 class Trainer:
@@ -121,18 +122,19 @@ class Trainer:
         if self.env.is_main:
             checkpoint.start_lineage(self.run_dir, self.resume_from)
         self._announce()
-        batches = iter(self._loader(state.samples_seen))
         self.model.train()
         window = TrainWindow(state)
         with (
             StopRequest() as stop,
             console.progress("train", total=plan.total_steps, extra="{task.fields[status]}") as bar,
         ):
+            # DataLoader workers fork here, inside StopRequest: a signal before they ignore it only sets a flag.
+            batches = iter(self._loader(state.samples_seen))
             bar.update(completed=state.step)
             while state.step < plan.total_steps and not self._stop_early:
                 group = self.optimizer.param_groups[0]
                 lr = group["lr"] / group["lr_scale"]  # the schedule's lr, before any per-layer scale
-                loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop.requested)
+                loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop)
                 grad_norm = self._optimizer_step(loss_sum / max(targets, 1), targets)
                 state.step += 1
                 state.samples_seen += plan.global_batch
@@ -151,7 +153,8 @@ class Trainer:
                     self._evaluate()
                 if self.cfg.save_every and state.step % self.cfg.save_every == 0:
                     self._save()
-                if stop_votes:
+                # The step in progress at the signal is saved (torchrun: the vote in _accumulate decides).
+                if stop_votes or (stop.requested and not self.env.enabled):
                     self._save()
                     raise Preempted(
                         f"{stop.signal_name or 'stop signal'}: saved checkpoint at step {state.step}; "
@@ -161,9 +164,10 @@ class Trainer:
         self._save()
         return self._write_final()
 
-    def _accumulate(self, batches, stop_requested: bool) -> tuple[float, int, int, bool]:
+    def _accumulate(self, batches, stop: StopRequest) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
-        summed over all ranks. Gradients are left as sums of per-token losses / loss_divisor (scaled later)."""
+        summed over all ranks. Gradients are left as sums of per-token losses / loss_divisor (scaled later).
+        The stop vote is read after the last backward, so a signal during this step stops after it."""
         local = torch.zeros(4, dtype=distributed.accumulator_dtype(self.device), device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
@@ -176,7 +180,7 @@ class Trainer:
             local[0] += loss.detach().to(local.dtype) * count
             local[1] += count
             local[2] += tokens
-        local[3] = float(stop_requested)
+        local[3] = float(stop.requested)
         total = distributed.all_reduce_sum(local).tolist()
         return total[0], int(total[1]), int(total[2]), total[3] > 0
 
@@ -227,6 +231,7 @@ class Trainer:
             batch_sampler=sampler,
             collate_fn=self.task.collate,
             num_workers=self.cfg.num_workers,
+            worker_init_fn=ignore_stop_signals if self.cfg.num_workers else None,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             # Its own generator, so that shuffling leaves the global RNG (dropout) untouched.
@@ -366,6 +371,7 @@ class Trainer:
     def _open_run_dir(self) -> None:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            mark_run_dir(self.run_dir)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
             metrics = self.run_dir / "metrics.jsonl"
             if self.resume_from is not None:

@@ -1,8 +1,12 @@
 """Preemption signals: SIGTERM, SIGUSR1 (SLURM's `--signal=USR1@120`) and SIGINT only set a flag.
 
-The engine looks at the flag at each step boundary (all ranks together), saves a checkpoint and
-raises `Preempted` (exit code 3: requeue me). A second SIGINT means "stop now": KeyboardInterrupt,
+The engine reads the flag when the step in progress is done (under torchrun, all ranks together
+when they sum the step's loss), saves that step and raises `Preempted` (exit code 3: requeue me). A second SIGINT means "stop now": KeyboardInterrupt,
 exit code 130, no checkpoint.
+
+A terminal's Ctrl-C reaches the whole process group, DataLoader workers included: they ignore the
+stop signals (`ignore_stop_signals`), so only the main process decides, and the workers stay alive
+to serve the batches of the step being finished.
 """
 
 from __future__ import annotations
@@ -42,3 +46,9 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: the stop signals are the main process's to handle."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

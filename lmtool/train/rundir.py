@@ -1,0 +1,58 @@
+"""Guards on the run directory before training touches it: one run at a time, and only lmtool's
+own run directories are continued or deleted."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from lmtool import ownership
+from lmtool.config import Config
+from lmtool.errors import LmtoolError
+from lmtool.runlock import DirLock
+from lmtool.train import distributed
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path, env: distributed.DistEnv, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock for the whole run; if it cannot, every rank stops (exit 2)."""
+    lock = DirLock(run_dir, "run.output_dir")
+    refused: LmtoolError | None = None
+    if env.is_main:
+        try:
+            lock.acquire()
+        except LmtoolError as exc:
+            refused = exc
+    if distributed.any_rank(refused is not None, device):
+        raise refused or LmtoolError(f"run.output_dir: rank 0 could not lock {run_dir}")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_run_dir(config: Config, run_dir: Path, overwrite: bool) -> None:
+    """A non-empty run directory must be one lmtool made (else nothing in it is continued, overwritten
+    or deleted); with `overwrite` it must also hold none of the run's inputs."""
+    if not run_dir.exists() or ownership.is_empty_dir(run_dir):
+        return
+    if not ownership.is_run_dir(run_dir):
+        raise LmtoolError(
+            f"run.output_dir: {run_dir} exists and is not an lmtool run directory (no {ownership.RUN_MARKER}, "
+            "or config.yaml with metrics.jsonl or checkpoints/); refusing to write into it or delete it, "
+            "even with --overwrite - choose another run.output_dir"
+        )
+    if overwrite:
+        data = config.data
+        inputs = {
+            "data.processed_dir": data.processed_dir,
+            "tokenizer.path": config.tokenizer.path,
+            "model.init_from": config.model.init_from,
+        }
+        inputs |= {f"data.sources.{i}.path": s.path for i, s in enumerate(data.sources)}
+        inputs |= {f"data.validation_sources.{i}.path": s.path for i, s in enumerate(data.validation_sources)}
+        inputs |= {f"data.test_sources.{i}.path": s.path for i, s in enumerate(data.test_sources)}
+        ownership.check_removable(run_dir, "run.output_dir", inputs)
