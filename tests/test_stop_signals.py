@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from lmtool.train.pretrain import run_pretrain
 
 from lmtool.config import load_config
 from lmtool.errors import Preempted
+from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from lmtool.train.engine import Trainer
 from tests.conftest import ROOT

@@ -31,6 +31,7 @@ def run_on_every_rank(config: Config, recipe: Recipe, overwrite: bool) -> Path:
     device = resolve_device(config.train.device, env.local_rank)
     distributed.init(env, device)
     try:
+        check_output_dir(Path(config.run.output_dir))  # before the lock, which lives beside it
         with run_dir_lock(Path(config.run.output_dir), env, device):
             result = recipe(config, env, device, overwrite)
     except (LmtoolError, Preempted):
@@ -44,7 +45,6 @@ def run_on_every_rank(config: Config, recipe: Recipe, overwrite: bool) -> Path:
 def open_run(config: Config, env: distributed.DistEnv, overwrite: bool) -> Path | None:
     """Check run.output_dir, wipe it for --overwrite (rank 0), and return the checkpoint to resume from."""
     run_dir = Path(config.run.output_dir)
-    check_output_dir(run_dir)
     check_run_dir(config, run_dir, overwrite)
     resume_from, wipe = checkpoint.resolve_resume(run_dir, config.train.resume, overwrite)
     distributed.barrier()  # every rank has decided before rank 0 changes anything

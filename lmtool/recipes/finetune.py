@@ -13,7 +13,6 @@ from lmtool.config import Config, ConfigError
 from lmtool.config.checks import global_batch
 from lmtool.errors import LmtoolError
 from lmtool.recipes.common import (
-    check_output_dir,
     open_run,
     processed_dir,
     refuse_stale,
@@ -47,7 +46,6 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
     from lmtool.tasks import make_finetune_task
     from lmtool.train.engine import Trainer
 
-    check_output_dir(Path(config.run.output_dir))
     resume_from = open_run(config, env, overwrite)
     processed = processed_dir(config, env)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)

@@ -11,7 +11,6 @@ from lmtool import console
 from lmtool.config import Config, ConfigError
 from lmtool.errors import LmtoolError
 from lmtool.recipes.common import (
-    check_output_dir,
     open_run,
     processed_dir,
     refuse_stale,
@@ -35,7 +34,6 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
     from lmtool.train.engine import Trainer
 
     # Settings that would fail later are refused before any preprocessing or training time is spent.
-    check_output_dir(Path(config.run.output_dir))
     check_model_config(config)
     check_init_from(config)
     resume_from = open_run(config, env, overwrite)
