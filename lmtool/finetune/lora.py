@@ -8,6 +8,7 @@ loads, and the adapter in final/adapter/), so the engine never imports peft.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -76,7 +77,9 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> torch.nn.Module:
         bias="none",
     )
     try:
-        wrapped = get_peft_model(model, settings)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+            warnings.simplefilter("ignore", FutureWarning)
+            wrapped = get_peft_model(model, settings)
     except ValueError as exc:
         raise LmtoolError(f"{KEY}: peft cannot add adapters to {model_type}: {_first_line(exc)}") from None
     adapted = sum(1 for name in names if any(_matches(name, t) for t in targets))
