@@ -216,6 +216,7 @@ def test_checkpoints_hold_the_adapter_and_head_only_and_are_much_smaller(setup, 
     assert dir_bytes(step) * 5 < dir_bytes(full_step)
 
 
+@pytest.mark.slow
 def test_final_is_the_merged_model_plain_transformers_loads_and_matches_the_adapter(
     setup, lora_run, tmp_path
 ):
@@ -272,6 +273,7 @@ def test_a_lora_run_resumes_bitwise(setup, lora_run, tmp_path, monkeypatch):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+@pytest.mark.slow
 def test_without_peft_a_lora_config_exits_2_saying_how_to_install(setup, tmp_path):
     config = write_config(setup, tmp_path, LORA)
     result = run_cli("finetune", str(config), env=blocked_peft(tmp_path))
