@@ -28,6 +28,34 @@ class ConllConfig(Section):
         return value
 
 
+class LoraConfig(Section):
+    """LoRA adapters (peft, `pip install "lmtool[lora]"`): only they and the task head train and are checkpointed."""
+
+    r: int = Field(8, ge=1, description="Rank of each adapter's update matrices.")
+    alpha: float = Field(16, gt=0, description="Scaling of the update: alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="Modules (names or name suffixes) that get adapters; auto = the attention projections "
+        "of the architecture.",
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained fully and saved with the adapter; null = the task head."
+    )
+    merge: bool = Field(
+        True,
+        description="final/ holds the model with the adapters merged in (plain transformers loads it) and "
+        "final/adapter/ the adapter; false: final/ holds the adapter only.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("target_modules must name at least one module (or be auto)")
+        return value
+
+
 class FinetuneConfig(Section):
     task: Literal["classification", "token_classification"] = Field(
         description="classification: one label per text (or text pair); token_classification: one tag per word (NER)."
@@ -99,6 +127,10 @@ class FinetuneConfig(Section):
     eval_strategy: Literal["epoch", "steps"] = Field(
         "epoch", description="Evaluate after every epoch, or every train.eval_every steps."
     )
+    lora: LoraConfig | None = Field(
+        None,
+        description="Train LoRA adapters (and the head) instead of the whole model; null = full fine-tuning.",
+    )
 
     @field_validator("freeze")
     @classmethod
@@ -133,6 +165,8 @@ class FinetuneConfig(Section):
             )
         if isinstance(self.class_weights, list) and any(w < 0 for w in self.class_weights):
             raise ValueError("class_weights must not be negative")
+        if self.lora is not None and self.freeze is not None:
+            raise ValueError("freeze does not apply with lora (LoRA trains only the adapters and the head)")
         return self
 
 

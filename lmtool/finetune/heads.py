@@ -61,7 +61,8 @@ def load_for_task(
     reinit_head: bool,
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
-    """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights."""
+    """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights
+    and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter)."""
     config = _checkpoint_config(init_from, trust_remote_code)
     _check_architecture(config, task)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
@@ -90,6 +91,7 @@ def load_for_task(
     if new:
         names = ", ".join(sorted(new, key=_param_order(model)))
         console.info(f"new head: {names} ({num_labels} label{'s' if num_labels != 1 else ''})")
+    model.lmtool_new_weights = sorted(new, key=_param_order(model))
     model.train()
     return model
 

@@ -38,6 +38,10 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
             "is required: the pretrained model (directory or hub name) to fine-tune",
             value=None,
         )
+    if config.finetune.lora is not None:
+        from lmtool.finetune.lora import require_peft
+
+        require_peft()
     return run_on_every_rank(config, _finetune, overwrite)
 
 
@@ -66,6 +70,11 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         trust_remote_code=config.model.trust_remote_code,
     )
     freeze(model, ft.freeze)
+    model_files = None
+    if ft.lora is not None:
+        from lmtool.finetune.lora import LoraFiles, apply_lora
+
+        model, model_files = apply_lora(model, ft.lora), LoraFiles(ft.lora.merge)
     lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None
     task = make_finetune_task(manifest, tokenizer, ft, device)
     seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
@@ -84,6 +93,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         sequence_length=ft.max_length,
         lr_scale=lr_scale,
         order_lengths=train_data["length"] if ft.group_by_length else None,
+        model_files=model_files,
     )
     final = trainer.fit()
     console.info(f"done: fine-tuned model and tokenizer in {final}")

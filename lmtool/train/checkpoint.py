@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, integrity, retention, lineage, discovery of the latest good one, and loading.
 
 A checkpoint `checkpoints/step-XXXXXXXX/` is a `save_pretrained` directory (safetensors, config,
-tokenizer) that plain `transformers` loads, plus `trainer_state.pt` (optimizer, scheduler, scaler,
-RNG states, data position, counters) and `checkpoint.json`, written last, listing every file with
+tokenizer) that plain `transformers` loads (a LoRA run's holds its adapter: see
+`lmtool.train.model_files`), plus `trainer_state.pt` (optimizer, scheduler, scaler, RNG states, data
+position, counters) and `checkpoint.json`, written last, listing every file with
 its size and sha256. It is written under a temporary name, fsynced, then renamed (see
 `lmtool.train.atomic`), so a crash mid-write leaves a `.tmp-*` directory that discovery ignores and
 the next start removes. A checkpoint is *complete* when every listed file has its recorded size (cheap:

@@ -38,6 +38,7 @@ from lmtool.train.metrics import (
     train_line,
     truncate_metrics,
 )
+from lmtool.train.model_files import ModelFiles
 from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
 from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
@@ -51,7 +52,8 @@ class Trainer:
     data.block_size; the maximum length for padded examples). `lr_scale`: learning-rate factor per
     parameter name (layer-wise decay). `order_lengths`: per training example, to draw each step from
     examples of similar length, sorted in megabatches of `length_group` examples (default
-    LENGTH_GROUP_BATCHES global batches)."""
+    LENGTH_GROUP_BATCHES global batches). `model_files`: how the model is read back on resume and written
+    to final/ (default: full save_pretrained directories)."""
 
     def __init__(
         self,
@@ -71,12 +73,14 @@ class Trainer:
         lr_scale: Callable[[str], float] | None = None,
         order_lengths: Sequence[int] | None = None,
         length_group: int | None = None,
+        model_files: ModelFiles | None = None,
     ):
         self.config, self.cfg = config, config.train
         self.task, self.tokenizer = task, tokenizer
         self.train_data, self.eval_data = train_data, eval_data
         self.run_dir, self.env, self.device, self.precision = Path(run_dir), env, device, precision
         self.resume_from = resume_from
+        self.model_files = model_files or ModelFiles()
         self.plan = make_plan(config, len(train_data), env.world_size, sequence_length)
         self.state = Progress()
         self.best = BestTracker(self.cfg)
@@ -345,7 +349,7 @@ class Trainer:
         checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best, written=self._saved_step)
 
     def _restore(self, path: Path) -> None:
-        checkpoint.load_model_weights(self.raw_model, path)
+        self.model_files.load(self.raw_model, path)
         saved = checkpoint.load_trainer_state(path)
         self.state = Progress.from_saved(saved["progress"])
         # Moments from the checkpoint; lr, schedule and optimizer settings from this config.
@@ -399,7 +403,7 @@ class Trainer:
             if self.cfg.final_model == "best":
                 best = best_checkpoint(self.run_dir, self.state, self.best.metric)
             try:
-                write_final(final, self.raw_model, self.tokenizer, best)
+                write_final(final, self.raw_model, self.tokenizer, best, self.model_files)
             except LmtoolError as exc:
                 failure = exc
             self.sink.close()

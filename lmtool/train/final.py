@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmtool import console
 from lmtool.train import atomic, checkpoint
+from lmtool.train.model_files import ModelFiles
 from lmtool.train.progress import Progress
 
 
@@ -24,14 +25,13 @@ def best_checkpoint(run_dir: Path, state: Progress, metric: str) -> Path | None:
     return path
 
 
-def write_final(final: Path, model, tokenizer, best: Path | None) -> None:
-    """Rank 0: write `final` from `best` (a checkpoint) when given, else from the model in memory."""
-
-    def write(tmp: Path) -> None:
-        if best is not None:
-            checkpoint.copy_model_files(best, tmp)
-            return
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-
-    atomic.write_dir(final.parent / ".tmp-final", final, write, "the final model")
+def write_final(final: Path, model, tokenizer, best: Path | None, files: ModelFiles | None = None) -> None:
+    """Rank 0: write `final` from `best` (a checkpoint) when given, else from the model in memory, the way
+    `files` says (default: a plain save_pretrained directory)."""
+    files = files or ModelFiles()
+    atomic.write_dir(
+        final.parent / ".tmp-final",
+        final,
+        lambda tmp: files.export(model, tokenizer, best, tmp),
+        "the final model",
+    )

@@ -63,12 +63,19 @@ def describe(
     plan: Plan, model: torch.nn.Module, processes: int, device: torch.device, precision, compiled: bool
 ) -> str:
     """The log line that opens a run: model, devices, precision and batch geometry."""
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = f", {(params - trainable) / 1e6:.2f}M frozen" if trainable < params else ""
+    trainable, params = trainable_parameters(model)
+    size = f"{params / 1e6:.2f}M parameters"
+    if trainable < params:
+        size = f"{trainable:,} of {params:,} parameters trainable, {100 * trainable / params:.2g}%"
     return (
-        f"training {type(model).__name__} ({params / 1e6:.2f}M parameters{frozen}) on {processes} x {device.type}, "
+        f"training {type(model).__name__} ({size}) on {processes} x {device.type}, "
         f"precision {precision.name}, compile {'on' if compiled else 'off'}: {plan.total_steps} steps of "
         f"{plan.global_batch} sequences ({plan.tokens_per_step:,} tokens; {plan.accumulation} micro-step(s) of "
         f"{plan.micro_batch} per process)"
     )
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters that train, all parameters), a tied weight counted once (as peft counts them)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
