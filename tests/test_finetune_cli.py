@@ -224,3 +224,20 @@ def test_lm_data_or_no_finetune_section_exits_2(tmp_path, bert):
     result = run_inproc("finetune", str(config), "--set", "finetune=null")
     assert_usage_error(result, "finetune", "is missing")
     assert result.stdout == "" and not (tmp_path / "run").exists() and not (tmp_path / "processed").exists()
+
+
+def test_no_validation_split_trains_all_epochs_and_final_holds_the_last_weights(tmp_path, bert):
+    """validation_fraction 0 and no validation sources: no evaluation, final/ = the last step's weights."""
+    from safetensors.torch import load_file
+
+    train = write_jsonl(tmp_path / "t.jsonl", keyword_rows(40, seed=0))
+    config = finetune_config(tmp_path, bert, {"task": "classification", "max_length": 32}, train,
+                             batch_size=8, epochs=2, save_every=10)  # fmt: skip
+    final = _finetune(config, "--set", "data.validation_fraction=0")
+    assert final == tmp_path / "run" / "final"
+    assert not (tmp_path / "processed" / "validation").exists()
+    assert sorted(read_metrics(tmp_path / "run")) == list(range(1, 11))
+    assert read_metrics(tmp_path / "run", "eval") == {}
+    last = load_file(tmp_path / "run" / "checkpoints" / "step-00000010" / "model.safetensors")
+    saved = load_file(final / "model.safetensors")
+    assert saved.keys() == last.keys() and all(torch.equal(saved[k], last[k]) for k in saved)
