@@ -10,11 +10,8 @@ import torch
 
 from tests.conftest import assert_usage_error, run_cli
 from tests.eval_fixtures import WORDS, _wordpiece_tokenizer, run_inproc, save_masked_model
+from tests.finetune_fixtures import TINY_BERT as TINY
 
-TINY = dict(
-    num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
-    max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-)  # fmt: skip
 TAGS = {"king": "B-PER", "queen": "I-PER", "castle": "B-LOC"}
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

@@ -125,7 +125,8 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
     counts: dict[str, dict] = {}
     for split, examples in splits.items():
         dataset, counts[split] = encode_examples(tokenizer, examples, cfg, labels)
-        dataset.save_to_disk(str(out / split))
+        if examples:  # datasets cannot load an empty split back: leave it out (the manifest counts 0)
+            dataset.save_to_disk(str(out / split))
     tokenizer.save_pretrained(str(out / "tokenizer"))
     manifest = {
         "kind": "finetune",

@@ -63,8 +63,7 @@ def load_for_task(
 ) -> PreTrainedModel:
     """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights
     and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter)."""
-    config = _checkpoint_config(init_from, trust_remote_code)
-    _check_architecture(config, task)
+    config = check_model(init_from, task, trust_remote_code)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
     id2label = dict(enumerate(labels)) if len(labels) == num_labels else None
     same_head = _has_task_head(config, task)
@@ -94,6 +93,14 @@ def load_for_task(
     model.lmtool_new_weights = sorted(new, key=_param_order(model))
     model.train()
     return model
+
+
+def check_model(init_from: str, task: str, trust_remote_code: bool = False) -> PreTrainedConfig:
+    """The config of `init_from` once it is known to have weights and an architecture that takes the
+    task's head: the recipe checks this before it preprocesses or opens a run, so a bad model leaves nothing."""
+    config = _checkpoint_config(init_from, trust_remote_code)
+    _check_architecture(config, task)
+    return config
 
 
 def _checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedConfig:

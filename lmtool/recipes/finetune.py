@@ -46,10 +46,11 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
 
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
-    from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
+    from lmtool.finetune.heads import check_model, freeze, layer_lr_scale, load_for_task
     from lmtool.tasks import make_finetune_task
     from lmtool.train.engine import Trainer
 
+    check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
     resume_from = open_run(config, env, overwrite)
     processed = processed_dir(config, env)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
