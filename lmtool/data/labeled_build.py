@@ -107,6 +107,11 @@ def load_finetune_tokenizer(config: Config):
 
 def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str) -> None:
     """Read, check, tokenize and save every split of the labeled data into `out`."""
+    if config.finetune.task == "sft":
+        from lmtool.data.sft_build import build_sft
+
+        build_sft(config, train_sources, val_sources, out, scratch, key)
+        return
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
     tokenizer = load_finetune_tokenizer(config)

@@ -62,6 +62,10 @@ def load_for_task(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights."""
+    if task == "sft":
+        from lmtool.finetune.causal import load_causal_lm
+
+        return load_causal_lm(init_from, trust_remote_code)
     config = _checkpoint_config(init_from, trust_remote_code)
     _check_architecture(config, task)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
