@@ -70,6 +70,9 @@ def test_loss_is_the_mean_over_response_tokens_and_counts_only_them():
     assert torch.allclose(loss, torch.stack(by_hand).mean(), atol=1e-6)
     on_prompt, _ = encode_sft(tokenizer, examples, _cfg(train_on_prompt=True))
     assert [sum(label != IGNORE for label in row) for row in on_prompt["labels"]] == [11, 9]
+    short, counts = encode_sft(tokenizer, examples, FinetuneConfig(task="sft", max_length=10))
+    assert counts["truncated"] == 1 and short["length"] == [10, 10]
+    assert counts["target_tokens"] == 2 + 3  # "c b" of the cut response, all of the other
 
 
 def test_chat_trains_only_assistant_turns_and_an_unrendered_role_is_named():
