@@ -212,3 +212,19 @@ def test_a_role_the_chat_template_does_not_know_exits_2_naming_it_and_the_line(t
     bad = {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}
     config = _chat_config(tmp_path, [good, good, bad], CHAT)
     assert_usage_error(run_cli("preprocess", str(config)), "chat.jsonl line 3", "role 'robot'")
+
+
+def test_a_model_that_cannot_isolate_packed_examples_is_trained_unpacked_and_says_so(tmp_path, capsys):
+    import datasets
+    from transformers import AutoModelForCausalLM
+
+    from lmtool.finetune.causal import sft_rows
+    from lmtool.lstm import LstmConfig, LstmForCausalLM
+
+    rows = datasets.Dataset.from_list(_examples(word_tokenizer()))
+    lstm = LstmForCausalLM(LstmConfig(vocab_size=20, hidden_size=16, num_layers=1))
+    assert sft_rows(lstm, True, 64, rows, None) == (rows, None)
+    assert "padding each example instead" in capsys.readouterr().err
+    gpt2 = AutoModelForCausalLM.from_pretrained(tiny_gpt2(tmp_path / "m"))
+    packed, _ = sft_rows(gpt2, True, 64, rows, None)
+    assert "position_ids" in packed.column_names and len(packed) < len(rows)
