@@ -228,3 +228,19 @@ def test_a_model_that_cannot_isolate_packed_examples_is_trained_unpacked_and_say
     gpt2 = AutoModelForCausalLM.from_pretrained(tiny_gpt2(tmp_path / "m"))
     packed, _ = sft_rows(gpt2, True, 64, rows, None)
     assert "position_ids" in packed.column_names and len(packed) < len(rows)
+
+
+def test_switching_packing_needs_no_new_preprocessing_but_masking_does(tmp_path):
+    from lmtool.config import load_config
+    from lmtool.data.preprocess import content_key
+
+    model = tiny_gpt2(tmp_path / "model")
+    data = write_jsonl(tmp_path / "d.jsonl", reversal_rows()[0][:5])
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data: {{sources: [{{path: {data}}}]}}\nmodel: {{init_from: {model}}}\n"
+        "finetune: {task: sft, max_length: 64}\n"
+    )
+    key = content_key(load_config(config), [])
+    assert key == content_key(load_config(config, ["finetune.sft.packing=false"]), [])
+    assert key != content_key(load_config(config, ["finetune.sft.train_on_prompt=true"]), [])

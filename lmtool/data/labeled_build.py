@@ -54,7 +54,8 @@ def key_parts(config: Config) -> dict:
     else:
         files = {"hub": name}
     return {
-        "finetune": config.finetune.model_dump(mode="json"),
+        # packing happens when training starts: switching it needs no new preprocessing
+        "finetune": config.finetune.model_dump(mode="json", exclude={"sft": {"packing"}}),
         "test_sources": [src.fingerprint(s) for s in test_sources(config)],
         "tokenizer_files": files,
         "data": config.data.model_dump(mode="json", exclude=set(LM_ONLY) | {"processed_dir", "num_proc"}),

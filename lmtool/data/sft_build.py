@@ -62,7 +62,7 @@ def build_sft(config: Config, train_sources, val_sources, out: Path, scratch: Pa
         "problem": None,
         "labels": [],
         "num_labels": 0,
-        "sft": cfg.sft.model_dump(mode="json"),
+        "sft": cfg.sft.model_dump(mode="json", exclude={"packing"}),
         "max_length": cfg.max_length,
         "counts": counts,
         "vocab_size": len(tokenizer),
