@@ -7,7 +7,7 @@ going once through the same examples in the same shuffled order with the same nu
 steps (16 examples per padded batch; as many packed rows per batch as keep the step count equal).
 Also shown: padding with batches of similar lengths (finetune.group_by_length's effect), for reference.
 
-    python scripts/bench_sft.py [--examples 1024] [--threads 2] [--device cpu|cuda]
+    python scripts/bench_sft.py [--examples 512] [--threads 2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def run(model, task, batches, device) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=1024)
+    parser.add_argument("--examples", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     args = parser.parse_args()
