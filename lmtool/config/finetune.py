@@ -56,9 +56,48 @@ class LoraConfig(Section):
         return value
 
 
+class SftConfig(Section):
+    """task: sft (causal-LM supervised fine-tuning): where the text is and which tokens are trained on."""
+
+    format: Literal["text", "prompt_response", "messages"] = Field(
+        "prompt_response",
+        description="text: plain text (text_field), every token trained; prompt_response: prompt_field + "
+        "response_field through `template`; messages: chat [{role, content}] lists through the chat template.",
+    )
+    text_field: str = Field("text", description="format text: column holding the text.")
+    prompt_field: str = Field("prompt", description="format prompt_response: column holding the prompt.")
+    response_field: str = Field(
+        "response", description="format prompt_response: column holding the response."
+    )
+    template: str = Field(
+        "### Instruction:\n{prompt}\n\n### Response:\n",
+        description="format prompt_response: the text before the response; {prompt} is replaced by the prompt.",
+    )
+    messages_field: str = Field("messages", description="format messages: column holding the message list.")
+    chat_template: str | None = Field(
+        None, description="format messages: a Jinja chat template; null = the tokenizer's own."
+    )
+    train_on_prompt: bool = Field(
+        False, description="Also train on prompt/system/user tokens (false: loss on responses only)."
+    )
+    packing: bool = Field(
+        True,
+        description="Pack short examples into max_length rows, each attending only to itself (models "
+        "that take a 4D attention mask); otherwise one padded example per row.",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("template must contain {prompt}")
+        return value
+
+
 class FinetuneConfig(Section):
-    task: Literal["classification", "token_classification"] = Field(
-        description="classification: one label per text (or text pair); token_classification: one tag per word (NER)."
+    task: Literal["classification", "token_classification", "sft"] = Field(
+        description="classification: one label per text (or text pair); token_classification: one tag per word "
+        "(NER); sft: causal-LM fine-tuning on responses (see sft:)."
     )
     max_length: int = Field(
         128,
@@ -124,6 +163,7 @@ class FinetuneConfig(Section):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length together (less padding), in a seeded order."
     )
+    sft: SftConfig = Field(default_factory=SftConfig, description="task sft: data format, masking, packing.")
     eval_strategy: Literal["epoch", "steps"] = Field(
         "epoch", description="Evaluate after every epoch, or every train.eval_every steps."
     )
@@ -189,6 +229,8 @@ def best_metric(task: str, problem: str) -> str:
     """The validation metric a fine-tuning run keeps its best model by, unless train.metric_for_best says."""
     if task == "token_classification":
         return "f1"
+    if task == "sft":
+        return "loss"
     return {"multi_label": "f1_micro", "regression": "pearson"}.get(problem, "accuracy")
 
 

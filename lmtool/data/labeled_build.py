@@ -54,7 +54,8 @@ def key_parts(config: Config) -> dict:
     else:
         files = {"hub": name}
     return {
-        "finetune": config.finetune.model_dump(mode="json", exclude={"lora"}),  # LoRA: training only
+        # LoRA is training only; packing happens when training starts: neither needs new preprocessing
+        "finetune": config.finetune.model_dump(mode="json", exclude={"lora": True, "sft": {"packing": True}}),
         "test_sources": [src.fingerprint(s) for s in test_sources(config)],
         "tokenizer_files": files,
         "data": config.data.model_dump(mode="json", exclude=set(LM_ONLY) | {"processed_dir", "num_proc"}),
@@ -107,6 +108,11 @@ def load_finetune_tokenizer(config: Config):
 
 def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str) -> None:
     """Read, check, tokenize and save every split of the labeled data into `out`."""
+    if config.finetune.task == "sft":
+        from lmtool.data.sft_build import build_sft
+
+        build_sft(config, train_sources, val_sources, out, scratch, key)
+        return
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
     tokenizer = load_finetune_tokenizer(config)

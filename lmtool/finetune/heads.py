@@ -63,6 +63,10 @@ def load_for_task(
 ) -> PreTrainedModel:
     """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights
     and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter)."""
+    if task == "sft":
+        from lmtool.finetune.causal import load_causal_lm
+
+        return load_causal_lm(init_from, trust_remote_code)
     config = check_model(init_from, task, trust_remote_code)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
     id2label = dict(enumerate(labels)) if len(labels) == num_labels else None
@@ -99,7 +103,12 @@ def check_model(init_from: str, task: str, trust_remote_code: bool = False) -> P
     """The config of `init_from` once it is known to have weights and an architecture that takes the
     task's head: the recipe checks this before it preprocesses or opens a run, so a bad model leaves nothing."""
     config = _checkpoint_config(init_from, trust_remote_code)
-    _check_architecture(config, task)
+    if task == "sft":
+        from lmtool.finetune.causal import check_causal_lm
+
+        check_causal_lm(config, init_from)
+    else:
+        _check_architecture(config, task)
     return config
 
 

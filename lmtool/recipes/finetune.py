@@ -29,7 +29,7 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
     if config.finetune is None:
         raise ConfigError(
             "finetune",
-            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification)",
+            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | sft)",
             has_value=False,
         )
     if config.model.init_from is None:
@@ -55,8 +55,6 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
     processed = processed_dir(config, env)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
     refuse_stale(processed, config, device)
-    config = _with_eval_schedule(config, len(train_data), env.world_size, eval_data is not None)
-
     ft = config.finetune
     precision = resolve_precision(config.train.precision, device)
     enable_tf32(device)
@@ -70,6 +68,11 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         ft.reinit_head,
         trust_remote_code=config.model.trust_remote_code,
     )
+    if ft.task == "sft":
+        from lmtool.finetune.causal import sft_rows
+
+        train_data, eval_data = sft_rows(model, ft.sft.packing, ft.max_length, train_data, eval_data)
+    config = _with_eval_schedule(config, len(train_data), env.world_size, eval_data is not None)
     freeze(model, ft.freeze)
     model_files = None
     if ft.lora is not None:

@@ -43,6 +43,10 @@ def make_finetune_task(manifest: dict, tokenizer, cfg: FinetuneConfig, device: t
         return SequenceClassificationTask(
             tokenizer, num_labels, problem, weights, multiple, labels=labels or None
         )
+    if cfg.task == "sft":
+        from lmtool.tasks.sft import SftTask
+
+        return SftTask(tokenizer, multiple)
     raise ValueError(f"unknown finetune task {cfg.task!r}")
 
 
