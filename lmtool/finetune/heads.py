@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from transformers import (
     AutoConfig,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     PreTrainedConfig,
@@ -32,10 +33,12 @@ KEY = "model.init_from"
 TASK_AUTO = {
     "classification": AutoModelForSequenceClassification,
     "token_classification": AutoModelForTokenClassification,
+    "qa": AutoModelForQuestionAnswering,
 }
 TASK_SUFFIX = {
     "classification": "ForSequenceClassification",
     "token_classification": "ForTokenClassification",
+    "qa": "ForQuestionAnswering",
 }
 PROBLEM_TYPES = {
     "single_label": "single_label_classification",
@@ -65,6 +68,8 @@ def load_for_task(
     config = _checkpoint_config(init_from, trust_remote_code)
     _check_architecture(config, task)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
+    if task == "qa":  # a start and an end logit per token; no label names
+        num_labels = 2
     id2label = dict(enumerate(labels)) if len(labels) == num_labels else None
     same_head = _has_task_head(config, task)
     if same_head and not reinit_head:

@@ -30,7 +30,7 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
     if config.finetune is None:
         raise ConfigError(
             "finetune",
-            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification)",
+            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | qa)",
             has_value=False,
         )
     if config.model.init_from is None:
@@ -69,7 +69,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
     )
     freeze(model, ft.freeze)
     lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None
-    task = make_finetune_task(manifest, tokenizer, ft, device)
+    task = make_finetune_task(manifest, tokenizer, ft, device, processed)
     seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
     trainer = Trainer(
         config=config,
