@@ -15,21 +15,81 @@ import json
 import random
 from pathlib import Path
 
-FILLER = (
-    "river stone light morning garden window paper silver market bridge forest music winter summer "
-    "castle valley harbor candle engine pocket letter shadow meadow tower island basket mirror ladder "
-    "thunder velvet orchard lantern compass"
-).split()
-CODES = (
-    "apple banana cherry delta echo falcon granite hazel indigo jasper kiwi lemon mango nectar olive "
-    "pepper quartz raven saffron tulip umber violet walnut xenon yarrow zinc amber cobalt ember frost"
-).split()
+FILLER = [
+    "river",
+    "stone",
+    "light",
+    "morning",
+    "garden",
+    "window",
+    "paper",
+    "silver",
+    "market",
+    "bridge",
+    "forest",
+    "music",
+    "winter",
+    "summer",
+    "castle",
+    "valley",
+    "harbor",
+    "candle",
+    "engine",
+    "pocket",
+    "letter",
+    "shadow",
+    "meadow",
+    "tower",
+    "island",
+    "basket",
+    "mirror",
+    "ladder",
+    "thunder",
+    "velvet",
+    "orchard",
+    "lantern",
+    "compass",
+]
+CODES = [
+    "apple",
+    "banana",
+    "cherry",
+    "delta",
+    "echo",
+    "falcon",
+    "granite",
+    "hazel",
+    "indigo",
+    "jasper",
+    "kiwi",
+    "lemon",
+    "mango",
+    "nectar",
+    "olive",
+    "pepper",
+    "quartz",
+    "raven",
+    "saffron",
+    "tulip",
+    "umber",
+    "violet",
+    "walnut",
+    "xenon",
+    "yarrow",
+    "zinc",
+    "amber",
+    "cobalt",
+    "ember",
+    "frost",
+]
 QUESTIONS = ("What is the code?", "Which code is given?", "what is the code ?", "Name the code.")
 
 
 def make_question(rng: random.Random, index: int, words: tuple[int, int] = (30, 90)) -> dict:
     """One SQuAD-style question: a context of filler with the code sentence at a random place."""
-    filler = [rng.choice(FILLER + CODES[:5]) for _ in range(rng.randint(*words))]  # a few codes as distractors
+    filler = [
+        rng.choice(FILLER + CODES[:5]) for _ in range(rng.randint(*words))
+    ]  # a few codes as distractors
     code = rng.choice(CODES)
     cut = rng.randint(0, len(filler))
     before = " ".join(filler[:cut])
@@ -46,7 +106,10 @@ def make_question(rng: random.Random, index: int, words: tuple[int, int] = (30, 
 def squad_file(questions: list[dict], title: str) -> dict:
     """SQuAD v1.1 nesting: one paragraph per context."""
     paragraphs = [
-        {"context": q["context"], "qas": [{"id": q["id"], "question": q["question"], "answers": q["answers"]}]}
+        {
+            "context": q["context"],
+            "qas": [{"id": q["id"], "question": q["question"], "answers": q["answers"]}],
+        }
         for q in questions
     ]
     return {"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}

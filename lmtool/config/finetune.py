@@ -37,7 +37,9 @@ class QAConfig(Section):
         "answers", description="Rows: column holding {text: [...], answer_start: [...]} (the hub's squad)."
     )
     doc_stride: int = Field(
-        128, ge=0, description="Context tokens shared by consecutive windows of a context longer than max_length."
+        128,
+        ge=0,
+        description="Context tokens shared by consecutive windows of a context longer than max_length.",
     )
     max_answer_length: int = Field(30, ge=1, description="Longest answer predicted, in tokens.")
     n_best: int = Field(20, ge=1, description="Start and end positions tried per window when predicting.")

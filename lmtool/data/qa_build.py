@@ -29,12 +29,18 @@ def build_qa(config: Config, train_sources, val_sources, out: Path, scratch: Pat
     for source in train_sources:
         for question in read_questions(source, cfg, data.encoding_errors, cache, tallies["train"]):
             # by context: questions on one paragraph stay on one side
-            splits["validation" if hold_out(question.context.encode("utf-8", "surrogatepass")) else "train"].append(question)
+            splits[
+                "validation" if hold_out(question.context.encode("utf-8", "surrogatepass")) else "train"
+            ].append(question)
     for name, sources in (("validation", val_sources), ("test", tests)):
         for source in sources:
-            splits.setdefault(name, []).extend(read_questions(source, cfg, data.encoding_errors, cache, tallies[name]))
+            splits.setdefault(name, []).extend(
+                read_questions(source, cfg, data.encoding_errors, cache, tallies[name])
+            )
     if not splits["train"]:
-        raise LmtoolError("no training questions in data.sources (after holding out data.validation_fraction)")
+        raise LmtoolError(
+            "no training questions in data.sources (after holding out data.validation_fraction)"
+        )
     counts: dict[str, dict] = {}
     for split, questions in splits.items():
         counts[split] = _save_split(tokenizer, questions, config, out, split)
@@ -66,7 +72,9 @@ def build_qa(config: Config, train_sources, val_sources, out: Path, scratch: Pat
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shown = ", ".join(f"{counts[s]['examples']} {s} ({counts[s]['windows']} windows)" for s in counts)
-    console.info(f"preprocessed {shown} questions (max_length {cfg.max_length}, doc_stride {cfg.qa.doc_stride})")
+    console.info(
+        f"preprocessed {shown} questions (max_length {cfg.max_length}, doc_stride {cfg.qa.doc_stride})"
+    )
 
 
 def _save_split(tokenizer, questions: list[Question], config: Config, out: Path, split: str) -> dict:

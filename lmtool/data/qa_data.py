@@ -125,9 +125,16 @@ def _squad(document: dict, origin: str) -> Iterator[Question]:
                 for m, answer in enumerate([] if impossible else answers):
                     aat = f"{qat}.answers[{m}]"
                     answer = _object(answer, origin, aat)
-                    pairs.append((_string(answer, "text", origin, aat), _start(answer.get("answer_start"), origin, aat)))
+                    pairs.append(
+                        (
+                            _string(answer, "text", origin, aat),
+                            _start(answer.get("answer_start"), origin, aat),
+                        )
+                    )
                 qid = qa.get("id")
-                yield Question(f"{origin}: {qat}", str(qid) if qid is not None else qat, question, context, pairs)
+                yield Question(
+                    f"{origin}: {qat}", str(qid) if qid is not None else qat, question, context, pairs
+                )
 
 
 def _row_question(row: dict, cfg: FinetuneConfig, where: str) -> Question:
@@ -211,7 +218,9 @@ def encode_questions(
         for w, offsets in enumerate(encoded["offset_mapping"]):
             q = encoded["overflow_to_sample_mapping"][w]
             ids, sequence = encoded["input_ids"][w], encoded.sequence_ids(w)
-            context_offsets = [list(o) if s == 1 else NO_OFFSET for o, s in zip(offsets, sequence, strict=True)]
+            context_offsets = [
+                list(o) if s == 1 else NO_OFFSET for o, s in zip(offsets, sequence, strict=True)
+            ]
             start, end, hit = _span(batch[q].answers[:1], context_offsets, ids, tokenizer)
             if hit:
                 found.add(q)

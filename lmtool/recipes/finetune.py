@@ -67,6 +67,8 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         ft.reinit_head,
         trust_remote_code=config.model.trust_remote_code,
     )
+    if ft.task == "qa":  # saved with the model: `lmtool predict` decodes answers as the evaluator did
+        model.config.lmtool_qa = ft.qa.model_dump()
     freeze(model, ft.freeze)
     lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None
     task = make_finetune_task(manifest, tokenizer, ft, device, processed)

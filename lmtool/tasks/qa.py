@@ -39,7 +39,9 @@ class QAReference:
 
         windows = datasets.load_from_disk(str(processed / split))
         examples = datasets.load_from_disk(str(processed / f"{split}_examples"))
-        return cls(windows["example_index"], windows["offset_mapping"], examples["context"], examples["answers"])
+        return cls(
+            windows["example_index"], windows["offset_mapping"], examples["context"], examples["answers"]
+        )
 
 
 def span_nll(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -77,7 +79,9 @@ class QuestionAnsweringTask:
 
     def evaluator(self) -> QAEvaluator:
         if self.reference is None:
-            raise LmtoolError("qa evaluation needs the processed split's offsets and examples (none were given)")
+            raise LmtoolError(
+                "qa evaluation needs the processed split's offsets and examples (none were given)"
+            )
         return QAEvaluator(self.cfg, self.reference)
 
 
