@@ -112,8 +112,8 @@ def test_windows_label_the_answer_where_the_window_holds_it_whole_and_cls_elsewh
     labeled_in: dict[int, list[int]] = {}
     for row in windows:
         start, end, offsets = row["start_positions"], row["end_positions"], row["offset_mapping"]
-        gold = questions[row["example_index"]]["answers"][0]
-        per_question = labeled_in.setdefault(row["example_index"], [])
+        gold = questions[row["example_id"]]["answers"][0]
+        per_question = labeled_in.setdefault(row["example_id"], [])
         if start == end == 0:  # CLS: this window does not hold the whole answer
             inside = [o for o in offsets if o != NO_OFFSET]
             assert inside[0][0] > gold["answer_start"] or inside[-1][1] < gold["answer_start"] + len(
@@ -121,7 +121,7 @@ def test_windows_label_the_answer_where_the_window_holds_it_whole_and_cls_elsewh
             )
             per_question.append(-1)
             continue
-        context = questions[row["example_index"]]["context"]
+        context = questions[row["example_id"]]["context"]
         assert context[offsets[start][0] : offsets[end][1]] == gold["text"]
         per_question.append(row["window"])
     assert all(any(w >= 0 for w in ws) for ws in labeled_in.values())  # every answer is labeled somewhere

@@ -6,7 +6,7 @@ Question first, context second, truncated "only_second" into `max_length` window
 `doc_stride` context tokens (a fast tokenizer's overflowing tokens and offset mapping, as HF run_qa
 does). A window's labels are the first answer's first and last tokens when the window holds the whole
 answer, else the CLS position 0 (an unanswerable question: 0 in every window). Evaluated splits keep,
-per window, `example_index` and the character offsets of its context tokens ((-1, -1) elsewhere),
+per window, `example_id` and the character offsets of its context tokens ((-1, -1) elsewhere),
 and `<split>_examples/` keeps id, question, context and gold answer texts for SQuAD scoring.
 An answer whose `answer_start` does not point at its text is skipped and counted
 (`qa.on_bad_answer: skip`) or stops preprocessing (`fail`); a question left with no answer is dropped.
@@ -206,10 +206,10 @@ def encode_questions(
     tokenizer, questions: list[Question], cfg: FinetuneConfig, keep_offsets: bool
 ) -> tuple[dict[str, list], dict[str, int]]:
     """Window columns (input_ids, token_type_ids when made, length, start_positions, end_positions, and
-    with keep_offsets window (the row), example_index, offset_mapping) and counts: windows, answers outside every window."""
+    with keep_offsets window (the row), example_id, offset_mapping) and counts: windows, answers outside every window."""
     columns: dict[str, list] = {"input_ids": [], "length": [], "start_positions": [], "end_positions": []}
     if keep_offsets:
-        columns |= {"window": [], "example_index": [], "offset_mapping": []}
+        columns |= {"window": [], "example_id": [], "offset_mapping": []}
     counts = {"windows": 0, "answers_cut": 0}
     for first in range(0, len(questions), BATCH):
         batch = questions[first : first + BATCH]
@@ -232,7 +232,7 @@ def encode_questions(
             columns["end_positions"].append(end)
             if keep_offsets:
                 columns["window"].append(len(columns["window"]))
-                columns["example_index"].append(first + q)
+                columns["example_id"].append(first + q)
                 columns["offset_mapping"].append(context_offsets)
         counts["windows"] += len(encoded["input_ids"])
         counts["answers_cut"] += sum(1 for q, item in enumerate(batch) if item.answers and q not in found)

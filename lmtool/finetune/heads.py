@@ -94,7 +94,8 @@ def load_for_task(
         new |= _reinit_head(model)
     if new:
         names = ", ".join(sorted(new, key=_param_order(model)))
-        console.info(f"new head: {names} ({num_labels} label{'s' if num_labels != 1 else ''})")
+        what = "start/end" if task == "qa" else f"{num_labels} label{'s' if num_labels != 1 else ''}"
+        console.info(f"new head: {names} ({what})")
     model.train()
     return model
 

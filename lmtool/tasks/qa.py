@@ -28,7 +28,7 @@ class QAReference:
     """What scoring a split needs besides the logits: per window its question and context offsets,
     per question its context and gold answer texts."""
 
-    example_index: list[int]
+    example_id: list[int]
     offsets: list[list[list[int]]]
     contexts: list[str]
     answers: list[list[str]]
@@ -39,9 +39,7 @@ class QAReference:
 
         windows = datasets.load_from_disk(str(processed / split))
         examples = datasets.load_from_disk(str(processed / f"{split}_examples"))
-        return cls(
-            windows["example_index"], windows["offset_mapping"], examples["context"], examples["answers"]
-        )
+        return cls(windows["example_id"], windows["offset_mapping"], examples["context"], examples["answers"])
 
 
 def span_nll(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -107,7 +105,7 @@ class QAEvaluator:
         ref, cfg = self.reference, self.cfg
         per_question: dict[int, list[Window]] = {}
         for window, (starts, ends) in sorted(self.windows.items()):
-            per_question.setdefault(ref.example_index[window], []).append(
+            per_question.setdefault(ref.example_id[window], []).append(
                 Window(starts, ends, ref.offsets[window])
             )
         predictions, golds = [], []
