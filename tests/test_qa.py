@@ -243,3 +243,29 @@ def test_an_answer_start_off_its_text_is_skipped_and_counted_or_fails_with_on_ba
     assert_usage_error(
         result, "data[0].paragraphs[1].qas[0].answers[0]: answer_start 3 does not point at its text"
     )
+
+
+def test_hub_style_rows_and_v2_unanswerable_questions_label_cls_in_every_window(tmp_path, bert_dir):
+    path = tmp_path / "rows.jsonl"
+    context = " ".join(["river"] * 60) + " the code is apple . tower"
+    rows = [
+        {"question": "what is the code?", "context": context,
+         "answers": {"text": ["apple", "apple"], "answer_start": [context.index("apple")] * 2}},
+        {"question": "what is the code?", "context": "river stone tower", "answers": {"text": [], "answer_start": []}},
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert_usage_error(
+        run_inproc("preprocess", str(_config(tmp_path, bert_dir, path))), "set finetune.qa.version_2"
+    )
+    _, manifest, train = _preprocess(_config(tmp_path, bert_dir, path, version_2=True))
+    assert manifest["counts"]["train"]["unanswerable"] == 1 and manifest["qa"]["version_2"] is True
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    answered = [r for r in train if r["start_positions"] != 0]
+    assert answered and all(
+        tokenizer.decode(r["input_ids"][r["start_positions"] : r["end_positions"] + 1]) == "apple"
+        for r in answered
+    )
+    short = [r for r in train if len(r["input_ids"]) < 20]  # the unanswerable question's one window
+    assert len(short) == 1 and (short[0]["start_positions"], short[0]["end_positions"]) == (0, 0)
