@@ -269,3 +269,14 @@ def test_hub_style_rows_and_v2_unanswerable_questions_label_cls_in_every_window(
     )
     short = [r for r in train if len(r["input_ids"]) < 20]  # the unanswerable question's one window
     assert len(short) == 1 and (short[0]["start_positions"], short[0]["end_positions"]) == (0, 0)
+
+
+def test_a_question_that_leaves_no_room_beyond_doc_stride_exits_2_instead_of_a_tokenizer_panic(
+    tmp_path, bert_dir
+):
+    path = _squad(tmp_path / "train.json", [tiny_squad.make_question(random.Random(2), 0)])
+    config = json.loads(_config(tmp_path, bert_dir, path).read_text())
+    config["finetune"]["max_length"] = 20  # [CLS] question [SEP] ... [SEP]: 11 context tokens <= stride 16
+    (tmp_path / "config.yaml").write_text(json.dumps(config))
+    result = run_inproc("preprocess", str(tmp_path / "config.yaml"))
+    assert_usage_error(result, "train.json: data[0].paragraphs[0].qas[0]", "finetune.qa.doc_stride (16)")

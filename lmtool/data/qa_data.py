@@ -239,32 +239,33 @@ def encode_questions(
     return columns, counts
 
 
-def _tokenize(tokenizer, batch: list[Question], cfg: FinetuneConfig):
-    def run(items: list[Question]):
-        return tokenizer(
-            [item.question.lstrip() for item in items],
-            [item.context for item in items],
-            truncation="only_second",
-            max_length=cfg.max_length,
-            stride=cfg.qa.doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            verbose=False,
-        )
+def crowded_question(tokenizer, questions: list[str], max_length: int, stride: int) -> int | None:
+    """The index of the first question that leaves a window no more than `stride` context tokens (the
+    tokenizer would panic on it), or None."""
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    lengths = tokenizer(questions, add_special_tokens=False, verbose=False)["input_ids"]
+    return next((i for i, ids in enumerate(lengths) if max_length - specials - len(ids) <= stride), None)
 
-    try:
-        return run(batch)
-    except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception when a question fills the window
-        for item in batch:
-            try:
-                run([item])
-            except Exception:  # noqa: BLE001
-                raise LmtoolError(
-                    f"{item.where}: the question leaves too little room for context windows of "
-                    f"finetune.max_length {cfg.max_length} tokens with finetune.qa.doc_stride {cfg.qa.doc_stride} "
-                    "(raise max_length or lower doc_stride)"
-                ) from None
-        raise
+
+def _tokenize(tokenizer, batch: list[Question], cfg: FinetuneConfig):
+    questions = [item.question.lstrip() for item in batch]
+    crowded = crowded_question(tokenizer, questions, cfg.max_length, cfg.qa.doc_stride)
+    if crowded is not None:
+        raise LmtoolError(
+            f"{batch[crowded].where}: the question leaves no more than finetune.qa.doc_stride "
+            f"({cfg.qa.doc_stride}) context tokens in a window of finetune.max_length ({cfg.max_length}) "
+            "tokens: raise max_length or lower doc_stride"
+        )
+    return tokenizer(
+        questions,
+        [item.context for item in batch],
+        truncation="only_second",
+        max_length=cfg.max_length,
+        stride=cfg.qa.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        verbose=False,
+    )
 
 
 def _span(

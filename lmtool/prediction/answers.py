@@ -14,6 +14,7 @@ import json
 import torch
 
 from lmtool.config.finetune import QAConfig
+from lmtool.data.qa_data import crowded_question
 from lmtool.errors import LmtoolError
 from lmtool.evaluation.qa_postprocess import NO_OFFSET, Window, best_answer
 from lmtool.prediction.inputs import Item
@@ -38,17 +39,17 @@ def answer(pred: Predictor, items: list[Item], batch_size: int, max_length: int,
     """One record per item: {"question", "context", "answer", "score", "start", "end"}."""
     pairs = [_question(item) for item in items]
     windows, owner, offsets = [], [], []
+    crowded = crowded_question(pred.tokenizer, [q.lstrip() for q, _ in pairs], max_length, stride)
+    if crowded is not None:
+        raise LmtoolError(
+            f"{items[crowded].origin}: the question leaves no more than --stride ({stride}) context tokens "
+            f"in a window of --max-length ({max_length}) tokens"
+        )
     for n, (question, context) in enumerate(pairs):
-        try:
-            enc = pred.tokenizer(
-                question.lstrip(), context, truncation="only_second", max_length=max_length, stride=stride,
-                return_overflowing_tokens=True, return_offsets_mapping=True,
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception when the question fills the window
-            raise LmtoolError(
-                f"{items[n].origin}: the question leaves no room for the context in --max-length {max_length} "
-                f"tokens with --stride {stride}"
-            ) from None
+        enc = pred.tokenizer(
+            question.lstrip(), context, truncation="only_second", max_length=max_length, stride=stride,
+            return_overflowing_tokens=True, return_offsets_mapping=True,
+        )  # fmt: skip
         for w in range(len(enc["input_ids"])):
             windows.append({k: enc[k][w] for k in ("input_ids", "token_type_ids") if k in enc})
             sequence = enc.sequence_ids(w)
