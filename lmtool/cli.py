@@ -376,7 +376,7 @@ def pretrain(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
 
 @app.command("finetune")
 def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Fine-tune a pretrained model for classification or NER; print the best model's directory.
+    """Fine-tune a pretrained model (classification, NER, extractive QA, SFT; LoRA); print the best model's directory.
 
     Example: lmtool finetune configs/finetune-sentiment.yaml --set train.epochs=1
     """

@@ -94,10 +94,39 @@ class SftConfig(Section):
         return value
 
 
+class QAConfig(Section):
+    """Extractive question answering (SQuAD v1.1 / v2.0 JSON, or rows with question/context/answers)."""
+
+    question_field: str = Field("question", description="Rows: column holding the question.")
+    context_field: str = Field("context", description="Rows: column holding the context passage.")
+    answers_field: str = Field(
+        "answers", description="Rows: column holding {text: [...], answer_start: [...]} (the hub's squad)."
+    )
+    doc_stride: int = Field(
+        128,
+        ge=0,
+        description="Context tokens shared by consecutive windows of a context longer than max_length.",
+    )
+    max_answer_length: int = Field(30, ge=1, description="Longest answer predicted, in tokens.")
+    n_best: int = Field(20, ge=1, description="Start and end positions tried per window when predicting.")
+    version_2: bool = Field(
+        False, description="SQuAD v2.0: questions may have no answer (predicted when the null score wins)."
+    )
+    null_score_diff_threshold: float = Field(
+        0.0, description="version_2: predict no answer when null score - best span score exceeds this."
+    )
+    on_bad_answer: Literal["skip", "fail"] = Field(
+        "skip",
+        description="An answer whose answer_start does not point at its text: skip it (counted in the "
+        "manifest) or stop with an error.",
+    )
+
+
 class FinetuneConfig(Section):
-    task: Literal["classification", "token_classification", "sft"] = Field(
+    task: Literal["classification", "token_classification", "qa", "sft"] = Field(
         description="classification: one label per text (or text pair); token_classification: one tag per word "
-        "(NER); sft: causal-LM fine-tuning on responses (see sft:)."
+        "(NER); qa: extractive question answering (an answer span in a context); sft: causal-LM fine-tuning "
+        "on responses (see sft:)."
     )
     max_length: int = Field(
         128,
@@ -171,6 +200,7 @@ class FinetuneConfig(Section):
         None,
         description="Train LoRA adapters (and the head) instead of the whole model; null = full fine-tuning.",
     )
+    qa: QAConfig = Field(default_factory=QAConfig, description="qa: fields, windows and answer decoding.")
 
     @field_validator("freeze")
     @classmethod
@@ -227,7 +257,7 @@ FINETUNE_TRAIN_DEFAULTS = {
 
 def best_metric(task: str, problem: str) -> str:
     """The validation metric a fine-tuning run keeps its best model by, unless train.metric_for_best says."""
-    if task == "token_classification":
+    if task in ("token_classification", "qa"):
         return "f1"
     if task == "sft":
         return "loss"

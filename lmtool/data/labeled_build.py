@@ -97,9 +97,11 @@ def load_finetune_tokenizer(config: Config):
         raise ConfigError(
             key, f"cannot load a tokenizer: {str(exc).strip().splitlines()[0]}", value=name
         ) from None
-    if config.finetune.task == "token_classification" and not getattr(tokenizer, "is_fast", False):
+    if config.finetune.task in ("token_classification", "qa") and not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
-            key, "is not a fast (Rust) tokenizer; token_classification needs its word ids", value=name
+            key,
+            f"is not a fast (Rust) tokenizer; {config.finetune.task} needs its word ids / offsets",
+            value=name,
         )
     if tokenizer.pad_token is None:  # collate pads batches; the pad positions are masked out
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -113,6 +115,10 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
 
         build_sft(config, train_sources, val_sources, out, scratch, key)
         return
+    if config.finetune.task == "qa":
+        from lmtool.data.qa_build import build_qa
+
+        return build_qa(config, train_sources, val_sources, out, scratch, key)
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
     tokenizer = load_finetune_tokenizer(config)

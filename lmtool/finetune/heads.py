@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from transformers import (
     AutoConfig,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     PreTrainedConfig,
@@ -32,10 +33,12 @@ KEY = "model.init_from"
 TASK_AUTO = {
     "classification": AutoModelForSequenceClassification,
     "token_classification": AutoModelForTokenClassification,
+    "qa": AutoModelForQuestionAnswering,
 }
 TASK_SUFFIX = {
     "classification": "ForSequenceClassification",
     "token_classification": "ForTokenClassification",
+    "qa": "ForQuestionAnswering",
 }
 PROBLEM_TYPES = {
     "single_label": "single_label_classification",
@@ -69,6 +72,8 @@ def load_for_task(
         return load_causal_lm(init_from, trust_remote_code)
     config = check_model(init_from, task, trust_remote_code)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
+    if task == "qa":  # a start and an end logit per token; no label names
+        num_labels = 2
     id2label = dict(enumerate(labels)) if len(labels) == num_labels else None
     same_head = _has_task_head(config, task)
     if same_head and not reinit_head:
@@ -93,7 +98,8 @@ def load_for_task(
         new |= _reinit_head(model)
     if new:
         names = ", ".join(sorted(new, key=_param_order(model)))
-        console.info(f"new head: {names} ({num_labels} label{'s' if num_labels != 1 else ''})")
+        what = "start/end" if task == "qa" else f"{num_labels} label{'s' if num_labels != 1 else ''}"
+        console.info(f"new head: {names} ({what})")
     model.lmtool_new_weights = sorted(new, key=_param_order(model))
     model.train()
     return model

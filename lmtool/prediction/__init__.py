@@ -45,16 +45,16 @@ def run_predict(
     length = max_length or pred.default_max_length()
     if length < 2:
         raise LmtoolError(f"--max-length must be at least 2 (got {length})")
-    console.info(f"{pred.task} ({pred.problem if pred.task == 'classification' else 'entities'}) "
-                 f"with {len(pred.labels)} labels, {len(items)} inputs, max_length {length}")  # fmt: skip
-    if pred.task == "classification":
-        from lmtool.prediction.classify import classify
+    if pred.task == "qa":
+        from lmtool.prediction.answers import answer, answer_stride
 
-        records = classify(pred, items, batch_size, length)
+        length = max_length or min(384, length)
+        console.info(f"question answering, {len(items)} inputs, max_length {length}")
+        records = answer(pred, items, batch_size, length, answer_stride(pred, length, stride))
     else:
-        from lmtool.prediction.entities import extract, window_settings
-
-        records = extract(pred, items, batch_size, length, window_settings(pred, length, stride))
+        console.info(f"{pred.task} ({pred.problem if pred.task == 'classification' else 'entities'}) "
+                     f"with {len(pred.labels)} labels, {len(items)} inputs, max_length {length}")  # fmt: skip
+        records = _label(pred, items, batch_size, length, stride)
     as_text = output_format == "text" or (output_format == "auto" and stdout.isatty())
     for record in records:
         stdout.write((_as_text(record) if as_text else json.dumps(record, ensure_ascii=False)) + "\n")
@@ -62,8 +62,21 @@ def run_predict(
     return len(records)
 
 
+def _label(pred, items, batch_size: int, length: int, stride: int | None) -> list[dict]:
+    if pred.task == "classification":
+        from lmtool.prediction.classify import classify
+
+        return classify(pred, items, batch_size, length)
+    from lmtool.prediction.entities import extract, window_settings
+
+    return extract(pred, items, batch_size, length, window_settings(pred, length, stride))
+
+
 def _as_text(record: dict) -> str:
-    """One line per classified text; a text and one indented line per entity for NER."""
+    """One line per classified text; a text and one indented line per entity for NER; the question
+    and its answer for QA."""
+    if "answer" in record:
+        return f"{record['question']}\n  {record['score']:.3f}  [{record['start']}:{record['end']}]  {record['answer'] or '(no answer)'}"
     text = record["text"] + (f"  ||  {record['text_pair']}" if "text_pair" in record else "")
     if "entities" in record:
         lines = [text] + [

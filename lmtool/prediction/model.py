@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import (
     AutoConfig,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -28,6 +29,7 @@ from lmtool.train.precision import resolve_device
 TASKS = {
     "ForSequenceClassification": ("classification", AutoModelForSequenceClassification),
     "ForTokenClassification": ("token_classification", AutoModelForTokenClassification),
+    "ForQuestionAnswering": ("qa", AutoModelForQuestionAnswering),
 }
 
 
@@ -36,7 +38,7 @@ class Predictor:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
-    task: str  # classification | token_classification
+    task: str  # classification | token_classification | qa
     problem: str  # single_label | multi_label | regression (token_classification: single_label)
     labels: list[str]
 
@@ -63,7 +65,7 @@ def load_predictor(path: str, device: str) -> Predictor:
     found = [TASKS[s] for s in TASKS for a in archs if a.endswith(s)]
     if not found:
         raise LmtoolError(
-            f"{path} is not a fine-tuned classification or token-classification model "
+            f"{path} is not a fine-tuned classification, token-classification or question-answering model "
             f"(architecture {', '.join(archs) or 'unknown'}): lmtool predict needs one that lmtool finetune saved"
         )
     task, auto = found[0]
@@ -73,8 +75,10 @@ def load_predictor(path: str, device: str) -> Predictor:
         raise LmtoolError(
             f"{path} has no usable tokenizer (save one with the model): {_first_line(exc)}"
         ) from None
-    if task == "token_classification" and not tokenizer.is_fast:
-        raise LmtoolError(f"{path}: entity offsets need a fast tokenizer (tokenizer.json); this one is slow")
+    if task in ("token_classification", "qa") and not tokenizer.is_fast:
+        raise LmtoolError(
+            f"{path}: character offsets need a fast tokenizer (tokenizer.json); this one is slow"
+        )
     try:
         dev = resolve_device(device)
     except ConfigError as exc:
@@ -84,7 +88,7 @@ def load_predictor(path: str, device: str) -> Predictor:
     except (OSError, ValueError, RuntimeError) as exc:
         raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
     model.to(dev).eval()
-    labels = [config.id2label[i] for i in sorted(config.id2label)]
+    labels = [] if task == "qa" else [config.id2label[i] for i in sorted(config.id2label)]
     problem = {"multi_label_classification": "multi_label", "regression": "regression"}.get(
         config.problem_type or "",
         "regression" if task == "classification" and config.num_labels == 1 else "single_label",

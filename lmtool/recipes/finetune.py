@@ -29,7 +29,7 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
     if config.finetune is None:
         raise ConfigError(
             "finetune",
-            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | sft)",
+            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | qa | sft)",
             has_value=False,
         )
     if config.model.init_from is None:
@@ -73,6 +73,8 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
 
         train_data, eval_data = sft_rows(model, ft.sft.packing, ft.max_length, train_data, eval_data)
     config = _with_eval_schedule(config, len(train_data), env.world_size, eval_data is not None)
+    if ft.task == "qa":  # saved with the model: `lmtool predict` decodes answers as the evaluator did
+        model.config.lmtool_qa = ft.qa.model_dump()
     freeze(model, ft.freeze)
     model_files = None
     if ft.lora is not None:
@@ -80,7 +82,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
 
         model, model_files = apply_lora(model, ft.lora), LoraFiles(ft.lora.merge)
     lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None
-    task = make_finetune_task(manifest, tokenizer, ft, device)
+    task = make_finetune_task(manifest, tokenizer, ft, device, processed)
     seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
     trainer = Trainer(
         config=config,

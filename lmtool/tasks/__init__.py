@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,11 +26,20 @@ def make_task(objective: str, tokenizer, seed: int, mlm: MLMConfig | None = None
     raise ValueError(f"unknown objective {objective!r}")
 
 
-def make_finetune_task(manifest: dict, tokenizer, cfg: FinetuneConfig, device: torch.device | str) -> Task:
+def make_finetune_task(
+    manifest: dict, tokenizer, cfg: FinetuneConfig, device: torch.device | str, processed: Path | None = None
+) -> Task:
     """The task of a fine-tuning run, from its processed data's manifest (labels in id order, problem)
-    and the `finetune:` section. On CUDA, batches are padded to a multiple of 8 (tensor cores)."""
+    and the `finetune:` section. On CUDA, batches are padded to a multiple of 8 (tensor cores).
+    `processed` (the processed data directory) gives QA's evaluator the validation questions."""
     multiple = 8 if torch.device(device).type == "cuda" else None
     labels = list(manifest.get("labels") or [])
+    if cfg.task == "qa":
+        from lmtool.tasks.qa import QAReference, QuestionAnsweringTask
+
+        has_validation = processed is not None and (processed / "validation_examples").is_dir()
+        reference = QAReference.load(processed) if has_validation else None
+        return QuestionAnsweringTask(tokenizer, cfg.qa, multiple, reference)
     if cfg.task == "token_classification":
         from lmtool.tasks.token_classification import TokenClassificationTask
 
