@@ -140,29 +140,45 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
         if examples:  # datasets cannot load an empty split back: leave it out (the manifest counts 0)
             dataset.save_to_disk(str(out / split))
     tokenizer.save_pretrained(str(out / "tokenizer"))
+    write_manifest(
+        out,
+        config,
+        key,
+        tokenizer,
+        counts,
+        train_sources,
+        val_sources,
+        problem=cfg.problem if cfg.task == "classification" else None,
+        labels=labels,
+        num_labels=1 if cfg.task == "classification" and cfg.problem == "regression" else len(labels),
+        **_fields(cfg),
+        stride=cfg.stride if cfg.task == "token_classification" else None,
+        label_all_subtokens=cfg.label_all_subtokens if cfg.task == "token_classification" else None,
+    )
+    shown = ", ".join(f"{counts[s]['examples']} {s}" for s in counts)
+    console.info(f"preprocessed {shown} examples ({len(labels)} labels, max_length {cfg.max_length})")
+
+
+def write_manifest(
+    out: Path, config: Config, key: str, tokenizer, counts: dict, train_sources, val_sources, **fields
+) -> None:
+    """manifest.json of a processed fine-tuning directory: what every task records, and the task's `fields`."""
     manifest = {
         "kind": "finetune",
         "key": key,
         "lmtool_version": __version__,
-        "task": cfg.task,
-        "problem": cfg.problem if cfg.task == "classification" else None,
-        "labels": labels,
-        "num_labels": 1 if cfg.task == "classification" and cfg.problem == "regression" else len(labels),
-        **_fields(cfg),
-        "max_length": cfg.max_length,
-        "stride": cfg.stride if cfg.task == "token_classification" else None,
-        "label_all_subtokens": cfg.label_all_subtokens if cfg.task == "token_classification" else None,
+        "task": config.finetune.task,
+        **fields,
+        "max_length": config.finetune.max_length,
         "counts": counts,
         "vocab_size": len(tokenizer),
         "tokenizer_fingerprint": tokenizer_identity(tokenizer),
         "tokenizer": {"path": tokenizer_source(config)[0]},
         "sources": [s.label for s in train_sources],
         "validation_sources": [s.label for s in val_sources],
-        "test_sources": [s.label for s in tests],
+        "test_sources": [s.label for s in test_sources(config)],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    shown = ", ".join(f"{counts[s]['examples']} {s}" for s in counts)
-    console.info(f"preprocessed {shown} examples ({len(labels)} labels, max_length {cfg.max_length})")
 
 
 def encode_examples(tokenizer, examples: list[Example], cfg: FinetuneConfig, labels: list[str]):

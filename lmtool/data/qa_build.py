@@ -4,20 +4,18 @@ evaluator, tokenizer/ and manifest.json, in preprocess.py's work directory like 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from lmtool import __version__, console
+from lmtool import console
 from lmtool.config import Config
 from lmtool.data.documents import HoldOut
-from lmtool.data.identity import tokenizer_identity
 from lmtool.data.qa_data import Question, Tally, encode_questions, read_questions
 from lmtool.errors import LmtoolError
 
 
 def build_qa(config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str) -> None:
     """Read, check, tokenize and save every split of the QA data into `out`."""
-    from lmtool.data.labeled_build import load_finetune_tokenizer, test_sources, tokenizer_source
+    from lmtool.data.labeled_build import load_finetune_tokenizer, test_sources, write_manifest
 
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
@@ -52,25 +50,19 @@ def build_qa(config: Config, train_sources, val_sources, out: Path, scratch: Pat
                 f"({tally.dropped_questions} question(s) left without an answer dropped), e.g. {tally.seen[0]}"
             )
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    manifest = {
-        "kind": "finetune",
-        "key": key,
-        "lmtool_version": __version__,
-        "task": "qa",
-        "problem": None,
-        "labels": [],
-        "num_labels": 2,
-        "qa": cfg.qa.model_dump(),
-        "max_length": cfg.max_length,
-        "counts": counts,
-        "vocab_size": len(tokenizer),
-        "tokenizer_fingerprint": tokenizer_identity(tokenizer),
-        "tokenizer": {"path": tokenizer_source(config)[0]},
-        "sources": [s.label for s in train_sources],
-        "validation_sources": [s.label for s in val_sources],
-        "test_sources": [s.label for s in tests],
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(
+        out,
+        config,
+        key,
+        tokenizer,
+        counts,
+        train_sources,
+        val_sources,
+        problem=None,
+        labels=[],
+        num_labels=2,
+        qa=cfg.qa.model_dump(),
+    )
     shown = ", ".join(f"{counts[s]['examples']} {s} ({counts[s]['windows']} windows)" for s in counts)
     console.info(
         f"preprocessed {shown} questions (max_length {cfg.max_length}, doc_stride {cfg.qa.doc_stride})"

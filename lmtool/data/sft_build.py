@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmtool import __version__, console
+from lmtool import console
 from lmtool.config import Config
 from lmtool.data.documents import HoldOut
-from lmtool.data.identity import tokenizer_identity
-from lmtool.data.labeled_build import load_finetune_tokenizer, test_sources, tokenizer_source
+from lmtool.data.labeled_build import load_finetune_tokenizer, test_sources, tokenizer_source, write_manifest
 from lmtool.data.sft_data import SftExample, encode_sft, read_sft_examples, require_chat_template
 from lmtool.errors import LmtoolError
 
@@ -54,25 +53,19 @@ def build_sft(config: Config, train_sources, val_sources, out: Path, scratch: Pa
     if not counts["train"]["examples"]:
         raise LmtoolError("no training example has a response token left (see finetune.max_length)")
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    manifest = {
-        "kind": "finetune",
-        "key": key,
-        "lmtool_version": __version__,
-        "task": "sft",
-        "problem": None,
-        "labels": [],
-        "num_labels": 0,
-        "sft": cfg.sft.model_dump(mode="json", exclude={"packing"}),
-        "max_length": cfg.max_length,
-        "counts": counts,
-        "vocab_size": len(tokenizer),
-        "tokenizer_fingerprint": tokenizer_identity(tokenizer),
-        "tokenizer": {"path": tokenizer_source(config)[0]},
-        "sources": [s.label for s in train_sources],
-        "validation_sources": [s.label for s in val_sources],
-        "test_sources": [s.label for s in tests],
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(
+        out,
+        config,
+        key,
+        tokenizer,
+        counts,
+        train_sources,
+        val_sources,
+        problem=None,
+        labels=[],
+        num_labels=0,
+        sft=cfg.sft.model_dump(mode="json", exclude={"packing"}),
+    )
     shown = ", ".join(f"{counts[s]['examples']} {s}" for s in counts)
     truncated = sum(c["truncated"] for c in counts.values())
     console.info(
