@@ -110,3 +110,24 @@ def test_labels_the_model_does_not_know_and_mismatched_data_exit_2(always_pos, a
     config.write_text("finetune:\n  task: classification\n")
     result = run_inproc("evaluate", str(config), "--model", str(always_person), "--data", str(conll))
     assert_usage_error(result, "finetune.task", "token_classification model")
+
+
+def test_labeled_and_language_model_data_are_not_mixed_up(always_pos, tmp_path):
+    from tests.eval_fixtures import save_masked_model, save_processed
+
+    data = tmp_path / "reviews.csv"
+    data.write_text(REVIEWS)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data:\n  sources: [{{path: {data}}}]\n  processed_dir: {tmp_path / 'labeled'}\n"
+        f"model:\n  init_from: {always_pos}\nfinetune:\n  task: classification\n  max_length: 32\n"
+    )
+    assert run_inproc("preprocess", str(config)).returncode == 0
+    mlm = save_masked_model(tmp_path / "mlm")
+    result = run_inproc("evaluate", "--model", str(mlm), "--data", str(tmp_path / "labeled"))
+    assert_usage_error(result, "labeled", "not a fine-tuned one")
+    lm_data = save_processed(
+        tmp_path / "lm", mlm, objective="mlm", block_size=16, texts=["the king sings"] * 20
+    )
+    result = run_inproc("evaluate", "--model", str(always_pos), "--data", str(lm_data))
+    assert_usage_error(result, "language-model data")
