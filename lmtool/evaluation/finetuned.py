@@ -48,7 +48,7 @@ def evaluate_finetuned(config: Config) -> dict:
     path = Path(name).expanduser()
     if (path / "manifest.json").is_file():
         dataset, label = _processed(path, cfg, pred)
-    elif path.is_file():
+    elif path.exists():
         dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
     else:
         hint = (
