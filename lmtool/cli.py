@@ -158,7 +158,8 @@ def evaluate(
         str | None,
         typer.Option(
             "--data",
-            help="Processed data dir, or a .txt/.jsonl file tokenized with the model's tokenizer.",
+            help="Processed data dir, or a .txt/.jsonl file tokenized with the model's tokenizer "
+            "(fine-tuned models: a labeled .csv/.tsv/.jsonl/.conll file).",
             show_default=False,
         ),
     ] = None,
@@ -200,7 +201,8 @@ def evaluate(
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Score a model: perplexity and bits per byte (causal LMs), masked-token loss and accuracy (masked LMs).
+    """Score a model: perplexity and bits per byte (causal LMs), masked-token loss and accuracy (masked LMs),
+    the task's metrics (fine-tuned classifiers and taggers).
 
     Example: lmtool evaluate configs/quickstart.yaml --stride 128 | jq .perplexity
     """

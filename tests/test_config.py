@@ -134,6 +134,18 @@ def test_every_shipped_config_validates(path, monkeypatch):
     assert config.run.name
     if config.model.init_from is None:
         _check_block_size(config, _config_from_scratch(config, _VocabOnly()))
+    if path.name.startswith("finetune-"):
+        assert config.finetune is not None and config.model.init_from
+        assert config.train.final_model == "best" and config.train.epochs
+
+
+@pytest.mark.parametrize("name", ["finetune-sentiment.yaml", "finetune-ner.yaml"])
+def test_small_finetune_configs_name_the_shared_data_from_the_repo_root(name, monkeypatch, shared_data):
+    monkeypatch.setenv("MINILM", "/minilm/model")
+    config = load_config(ROOT / "configs" / name)
+    assert config.model.init_from == "/minilm/model"
+    for source in (*config.data.sources, *config.data.validation_sources):
+        assert (ROOT / source.path).is_file(), source.path
 
 
 def test_schema_is_json_with_descriptions():

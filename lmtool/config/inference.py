@@ -14,11 +14,14 @@ from lmtool.config.base import Device, Precision, Section
 class EvaluateConfig(Section):
     model: str = Field("${run.output_dir}/final", description="Model directory to evaluate.")
     data: str | None = Field(
-        None, description="Processed data dir or a raw text/jsonl file (null = data.processed_dir)."
+        None,
+        description="Processed data dir or a raw text/jsonl file; for a fine-tuned model a labeled csv/tsv/jsonl/conll file (null = data.processed_dir).",
     )
     split: str = Field("validation", description="Split of a processed data dir to evaluate.")
     max_length: int | None = Field(
-        None, ge=2, description="Window length for causal LM perplexity (null = the model's context)."
+        None,
+        ge=2,
+        description="Window length for causal LM perplexity (null = the model's context); fine-tuned models: tokens per example of a raw labeled file.",
     )
     stride: int | None = Field(
         None, ge=1, description="Tokens the window moves each step (null = the window: no overlap)."

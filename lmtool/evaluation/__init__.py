@@ -1,7 +1,8 @@
 """`lmtool evaluate`: score a trained model on held-out text; one JSON object as the result.
 
 Causal LMs: sliding-window perplexity and bits per byte. Masked LMs: masked-token loss,
-perplexity and accuracy on a fixed-seed mask, optionally pseudo-perplexity.
+perplexity and accuracy on a fixed-seed mask, optionally pseudo-perplexity. Fine-tuned classifiers and
+taggers: their task's metrics (evaluation/finetuned.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from lmtool.inference import Loaded, load_for_inference
 
 def run_evaluate(config: Config) -> dict:
     """Evaluate `evaluate.model` on `evaluate.data`, write the result JSON and return it."""
+    from lmtool.evaluation.finetuned import evaluate_finetuned, finetuned_task
+
     cfg = config.evaluate
     started = time.perf_counter()
+    if finetuned_task(cfg.model) is not None:
+        result = evaluate_finetuned(config)
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        _write(result, cfg)
+        return result
     loaded = load_for_inference(cfg.model, device=cfg.device, precision=cfg.precision, section="evaluate",
                                 trust_remote_code=cfg.trust_remote_code)  # fmt: skip
     data = load_data(cfg, config.data.processed_dir, loaded.tokenizer, loaded.causal)

@@ -37,6 +37,10 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
     import datasets
 
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("kind") == "finetune":
+        raise LmtoolError(
+            f"{path} holds labeled data for fine-tuning but {cfg.model} is a language model, not a fine-tuned one"
+        )
     objective = manifest.get("objective")
     if objective is not None and (objective == "clm") != causal:
         kind = "causal" if causal else "masked"

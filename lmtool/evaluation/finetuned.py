@@ -1,0 +1,183 @@
+"""`lmtool evaluate` on a fine-tuned classifier or tagger: the task's own metrics, as validation gives them.
+
+The task, labels and problem come from the model's config.json (as for `lmtool predict`); the data is a
+processed fine-tuning split (its label ids are re-mapped from the manifest's label list to the model's)
+or a raw labeled file, read and encoded with the config's `finetune:` settings (else the defaults) and
+the model's own labels. Scoring runs the task's evaluator, so the numbers are the ones `lmtool
+finetune` logs for the same weights and data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmtool import console
+from lmtool.config import Config, ConfigError, EvaluateConfig, FinetuneConfig
+from lmtool.data.collate import IGNORE
+from lmtool.errors import LmtoolError
+from lmtool.prediction.model import TASKS, Predictor, load_predictor
+
+KEY = "evaluate.data"
+
+
+def finetuned_task(model: str) -> str | None:
+    """classification / token_classification when `model` is a local fine-tuned model with id2label."""
+    try:
+        saved = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not saved.get("id2label"):
+        return None
+    for arch in saved.get("architectures") or []:
+        for suffix, (task, _) in TASKS.items():
+            if isinstance(arch, str) and arch.endswith(suffix):
+                return task
+    return None
+
+
+def evaluate_finetuned(config: Config) -> dict:
+    """The task's metrics for `evaluate.model` on `evaluate.data` (default: data.processed_dir)."""
+    from lmtool.tasks import make_finetune_task
+    from lmtool.train.precision import resolve_precision
+
+    cfg = config.evaluate
+    pred = load_predictor(str(Path(cfg.model).expanduser()), cfg.device)
+    ft = _finetune_settings(config, pred)
+    name = cfg.data or config.data.processed_dir
+    path = Path(name).expanduser()
+    if (path / "manifest.json").is_file():
+        dataset, label = _processed(path, cfg, pred)
+    elif path.exists():
+        dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
+    else:
+        hint = (
+            "" if cfg.data else " (the default, data.processed_dir): run `lmtool preprocess` or pass --data"
+        )
+        raise ConfigError(KEY, f"not found{hint}", value=name)
+    if len(dataset) == 0:
+        raise LmtoolError(f"{label}: no examples to evaluate")
+    manifest = {"labels": pred.labels, "problem": pred.problem}
+    task = make_finetune_task(
+        manifest, pred.tokenizer, ft.model_copy(update={"class_weights": None}), pred.device
+    )
+    try:
+        precision = resolve_precision(cfg.precision, pred.device)
+    except ConfigError as exc:
+        raise LmtoolError(str(exc).replace("train.", "evaluate.", 1)) from None
+    evaluator = task.evaluator()
+    rows = sorted(dataset, key=lambda row: len(row["input_ids"]))  # less padding; the metrics ignore order
+    with console.progress("evaluating", total=-(-len(rows) // cfg.batch_size)) as bar:
+        for start in range(0, len(rows), cfg.batch_size):
+            batch = task.collate(rows[start : start + cfg.batch_size])
+            with precision.autocast():
+                evaluator.update(pred.model, {k: v.to(pred.device) for k, v in batch.items()})
+            bar.advance(1)
+    result = {"model": cfg.model, "data": label, "task": pred.task}
+    if pred.task == "classification":
+        result["problem"] = pred.problem
+    return {**result, **evaluator.compute(), "samples": len(rows)}
+
+
+def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
+    """The config's finetune section (it must be for the model's task), else the defaults; the problem is
+    the model's; --max-length, else the section's max_length, else the model's limit."""
+    ft = config.finetune
+    if ft is not None and ft.task != pred.task:
+        raise ConfigError(
+            "finetune.task",
+            f"does not fit the model {config.evaluate.model}, a {pred.task} model",
+            value=ft.task,
+        )
+    ft = ft or FinetuneConfig(task=pred.task, max_length=pred.default_max_length())
+    update: dict = {"problem": pred.problem, "labels": None}
+    if config.evaluate.max_length is not None:
+        update["max_length"] = config.evaluate.max_length
+    return ft.model_copy(update=update)
+
+
+def _processed(path: Path, cfg: EvaluateConfig, pred: Predictor):
+    """One split of a processed fine-tuning dir, its label ids turned into the model's."""
+    import datasets
+
+    from lmtool.evaluation.data import _check_tokenizer
+
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("kind") != "finetune":
+        raise LmtoolError(f"{path} holds language-model data: evaluate {cfg.model} on labeled data")
+    if manifest.get("task") != pred.task:
+        raise LmtoolError(f"{path} holds {manifest.get('task')} data but {cfg.model} is a {pred.task} model")
+    _check_tokenizer(path, manifest, pred.tokenizer, cfg.model)
+    split_dir = path / cfg.split
+    if not split_dir.is_dir():
+        have = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != "tokenizer")
+        raise ConfigError(
+            "evaluate.split",
+            f"{path} has no such split (it has: {', '.join(have) or 'none'})",
+            value=cfg.split,
+        )
+    datasets.disable_progress_bars()
+    dataset = datasets.load_from_disk(str(split_dir))
+    if cfg.max_samples is not None:
+        dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
+    if pred.problem == "regression":
+        return dataset, f"{path}:{cfg.split}"
+    data_labels = list(manifest.get("labels") or [])
+    counts = manifest.get("counts", {}).get(cfg.split, {}).get("labels") or {}
+    present = [n for n in data_labels if not counts or counts.get(n)]  # labels the split holds, if counted
+    _check_known(present, pred, f"{path}:{cfg.split}")
+    if data_labels == pred.labels:
+        return dataset, f"{path}:{cfg.split}"
+    ids = {i: pred.labels.index(n) if n in pred.labels else IGNORE for i, n in enumerate(data_labels)}
+    column = dataset["labels"]
+    if pred.task == "token_classification":
+        mapped = [[ids[t] if t != IGNORE else IGNORE for t in row] for row in column]
+    elif pred.problem == "multi_label":
+        mapped = [_multi_hot(row, data_labels, pred.labels) for row in column]
+    else:
+        mapped = [ids[t] for t in column]
+    dataset = dataset.remove_columns("labels").add_column(
+        "labels", mapped, feature=dataset.features["labels"]
+    )
+    return dataset, f"{path}:{cfg.split}"
+
+
+def _multi_hot(row: list[float], data_labels: list[str], model_labels: list[str]) -> list[float]:
+    out = [0.0] * len(model_labels)
+    for i, on in enumerate(row):
+        if on:
+            out[model_labels.index(data_labels[i])] = 1.0
+    return out
+
+
+def _raw(path: str, ft: FinetuneConfig, pred: Predictor, max_samples: int | None):
+    """A raw labeled file read and encoded as preprocessing would, with the model's label ids."""
+    import tempfile
+
+    from lmtool.config import SourceConfig
+    from lmtool.data import sources as src
+    from lmtool.data.labeled import label_names
+    from lmtool.data.labeled_build import encode_examples
+    from lmtool.data.labeled_rows import read_examples
+
+    source = src.resolve(SourceConfig(path=path), KEY)
+    with tempfile.TemporaryDirectory(prefix="lmtool-eval-") as cache:
+        examples = list(read_examples(source, ft, "replace", Path(cache)))
+    examples = examples[:max_samples] if max_samples is not None else examples
+    if pred.problem != "regression":
+        for example in examples:
+            _check_known(label_names(example, ft), pred, example.where)
+    tokenizer = pred.tokenizer
+    if pred.task == "token_classification" and getattr(tokenizer, "add_prefix_space", None) is False:
+        from transformers import AutoTokenizer  # byte-level BPE: a word tokenizes as inside running text
+
+        tokenizer = AutoTokenizer.from_pretrained(pred.model.name_or_path, add_prefix_space=True)
+    dataset, _ = encode_examples(tokenizer, examples, ft, pred.labels)
+    return dataset
+
+
+def _check_known(names: list[str], pred: Predictor, where: str) -> None:
+    for name in names:
+        if name not in pred.labels:
+            shown = ", ".join(pred.labels[:20]) + (", ..." if len(pred.labels) > 20 else "")
+            raise LmtoolError(f"{where}: label '{name}' is not one the model knows (its labels: {shown})")
