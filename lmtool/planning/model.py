@@ -1,0 +1,103 @@
+"""The model `lmtool plan` counts: built on PyTorch's meta device, so a 7B config costs no memory.
+
+The vocabulary is the one training would use when it can be known without a download: the trained
+tokenizer's size, a local tokenizer's length, else the architecture's default (said so in the report).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, PreTrainedConfig
+
+from lmtool.config import Config
+from lmtool.errors import LmtoolError
+from lmtool.models import ARCH_ALIASES, _padded, count_parameters, model_from_config, scratch_config
+from lmtool.train.metrics import flops_per_token
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimates need from the model."""
+
+    name: str
+    parameters: int
+    embedding_parameters: int
+    flops_per_token: float
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    vocab: int
+    vocab_source: str
+    dropout: bool
+    eager_attention: bool  # eager attention keeps the s x s scores; SDPA kernels do not
+
+
+def model_shape(config: Config) -> ModelShape:
+    """Count the model `config` trains (from scratch, or `model.init_from`'s config) on the meta device."""
+    model_config, vocab_source = _model_config(config)
+    with torch.device("meta"):
+        model = model_from_config(config, model_config)
+    total = count_parameters(model)
+    hidden = _get(model_config, "hidden_size", 0)
+    heads = _get(model_config, "num_attention_heads", 1)
+    ffn = _get(model_config, "intermediate_size", 0) or _get(model_config, "n_inner", 0) or 4 * hidden
+    dropout = any(
+        isinstance(value, float) and value > 0 and ("dropout" in key or "pdrop" in key)
+        for key, value in model_config.to_dict().items()
+    )
+    return ModelShape(
+        name=type(model).__name__,
+        parameters=total,
+        embedding_parameters=total - count_parameters(model, exclude_embeddings=True),
+        flops_per_token=flops_per_token(model, config.data.block_size),
+        layers=_get(model_config, "num_hidden_layers", 0),
+        hidden=hidden,
+        heads=heads,
+        ffn=ffn,
+        vocab=model_config.vocab_size,
+        vocab_source=vocab_source,
+        dropout=dropout,
+        eager_attention=getattr(model.config, "_attn_implementation", "eager") == "eager",
+    )
+
+
+def _get(model_config: PreTrainedConfig, key: str, default: int) -> int:
+    value = getattr(model_config, key, None)
+    return int(value) if value else default
+
+
+def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
+    """(the model's config, where its vocabulary size comes from)."""
+    if config.model.init_from is not None:
+        try:
+            loaded = AutoConfig.from_pretrained(
+                config.model.init_from, trust_remote_code=config.model.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise LmtoolError(
+                f"model.init_from: cannot read the config of {config.model.init_from}: {exc}"
+            ) from None
+        return loaded, "model.init_from"
+    vocab, source = _vocab(config)
+    special = dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
+    return scratch_config(config, _padded(vocab, config.model.pad_vocab_multiple), special), source
+
+
+def _vocab(config: Config) -> tuple[int, str]:
+    tokenizer = config.tokenizer
+    if tokenizer.train is not None:
+        return tokenizer.train.vocab_size, "tokenizer.train.vocab_size"
+    for where in (Path(config.data.processed_dir) / "tokenizer", tokenizer.path):
+        if where and os.path.isdir(where):
+            from transformers import AutoTokenizer
+
+            return len(AutoTokenizer.from_pretrained(str(where))), str(where)
+    if "vocab_size" in config.model.config:
+        return int(config.model.config["vocab_size"]), "model.config.vocab_size"
+    model_type = ARCH_ALIASES.get(config.model.arch, config.model.arch)
+    return AutoConfig.for_model(model_type).vocab_size, f"{config.model.arch} default (tokenizer not local)"
