@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, GPT2Config
 
 from lmtool.config import load_config
+from lmtool.errors import LmtoolError
 from lmtool.planning.durations import parse_duration
 from lmtool.planning.estimate import estimate
 from lmtool.planning.memory import layer_activation_bytes
@@ -141,3 +142,17 @@ def test_cli_prints_json_when_piped_and_a_table_when_asked():
 
 def test_cli_rejects_an_unknown_gpu():
     assert_usage_error(run_cli("plan", str(BERT), "--gpu", "h900"), "--gpu must be one of")
+
+
+def test_init_from_is_counted_from_its_config(tmp_path):
+    GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=1000).save_pretrained(tmp_path)
+    with torch.device("meta"):
+        built = AutoModelForCausalLM.from_config(GPT2Config.from_pretrained(tmp_path))
+    config = load_config(GPT2, [f"model.init_from={tmp_path}", "data.block_size=128"])
+    shape = model_shape(config)
+    assert shape.parameters == _unique_numel(built) and shape.vocab == 1000 and shape.layers == 2
+
+
+def test_a_missing_init_from_is_a_usage_error(tmp_path):
+    with pytest.raises(LmtoolError, match="model.init_from"):
+        model_shape(load_config(GPT2, [f"model.init_from={tmp_path / 'nowhere'}"]))

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, PreTrainedConfig
 
-from lmtool.config import Config
+from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
+from lmtool.hub import require_hub
 from lmtool.models import ARCH_ALIASES, _padded, count_parameters, model_from_config, scratch_config
 from lmtool.train.metrics import flops_per_token
 
@@ -73,15 +74,22 @@ def _get(model_config: PreTrainedConfig, key: str, default: int) -> int:
 
 def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
     """(the model's config, where its vocabulary size comes from)."""
-    if config.model.init_from is not None:
-        try:
-            loaded = AutoConfig.from_pretrained(
-                config.model.init_from, trust_remote_code=config.model.trust_remote_code
+    if config.finetune is not None:
+        raise LmtoolError(
+            "lmtool plan estimates pretraining configs; this one has a finetune section (not planned yet)"
+        )
+    init_from = config.model.init_from
+    if init_from is not None:
+        if not os.path.isdir(os.path.expanduser(init_from)) and not looks_like_hub_id(init_from):
+            raise ConfigError(
+                "model.init_from", "directory not found (and not a hub model name)", value=init_from
             )
+        require_hub(init_from, "model.init_from")
+        try:
+            loaded = AutoConfig.from_pretrained(init_from, trust_remote_code=config.model.trust_remote_code)
         except (OSError, ValueError) as exc:
-            raise LmtoolError(
-                f"model.init_from: cannot read the config of {config.model.init_from}: {exc}"
-            ) from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LmtoolError(f"model.init_from: cannot read the config of {init_from}: {first}") from None
         return loaded, "model.init_from"
     vocab, source = _vocab(config)
     special = dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
@@ -100,4 +108,6 @@ def _vocab(config: Config) -> tuple[int, str]:
     if "vocab_size" in config.model.config:
         return int(config.model.config["vocab_size"]), "model.config.vocab_size"
     model_type = ARCH_ALIASES.get(config.model.arch, config.model.arch)
-    return AutoConfig.for_model(model_type).vocab_size, f"{config.model.arch} default (tokenizer not local)"
+    return AutoConfig.for_model(
+        model_type
+    ).vocab_size, f"the {config.model.arch} default: tokenizer not local"
