@@ -13,7 +13,7 @@ from lmtool.config import load_config
 from lmtool.errors import LmtoolError
 from lmtool.planning.durations import parse_duration
 from lmtool.planning.estimate import estimate
-from lmtool.planning.memory import layer_activation_bytes
+from lmtool.planning.memory import layer_activation_bytes, memory_per_gpu
 from lmtool.planning.model import model_shape
 
 from .conftest import ROOT, assert_usage_error, run_cli
@@ -51,7 +51,7 @@ def test_memory_components_add_up_and_follow_the_formula():
     result = estimate(load_config(GPT2), gpu="h100", gpus_per_node=8, nodes=1, mfu=0.4)
     params = result["model"]["parameters"]
     memory = result["memory_gb_per_gpu"]
-    parts = ("weights", "gradients", "optimizer", "gathered", "activations", "logits")
+    parts = ("weights", "gradients", "optimizer", "gathered", "weight_copies", "activations", "logits")
     for name, row in memory.items():
         assert row["total"] == pytest.approx(sum(row[p] for p in parts)), name
     ddp, fsdp = memory["ddp"], memory["fsdp"]
@@ -59,17 +59,19 @@ def test_memory_components_add_up_and_follow_the_formula():
     assert ddp["optimizer"] == pytest.approx(8 * params / 1e9)
     assert fsdp["optimizer"] == pytest.approx(ddp["optimizer"] / 8) and ddp["gathered"] == 0
     assert memory["ddp_checkpointing"]["activations"] < ddp["activations"]
-    # GPT-2 from scratch: no dropout (no masks), SDPA (no s x s scores), f = 4h, bf16:
-    # s·b·h·(2·(6 + 8) + 8) bytes per layer; logits s·b·V·(2 + 4).
+    # GPT-2 from scratch: no dropout (no masks), SDPA (its output kept, no s x s scores), f = 4h, bf16:
+    # s·b·h·(2·(5 + 1 + 1 + 8) + 8) bytes per layer, s·b·h·(4 + 2) after the layers; logits s·b·V·(2 + 4).
     shape = model_shape(load_config(GPT2))
-    assert layer_activation_bytes(shape, 1024, 12, 2, eager=False) == 1024 * 12 * 768 * 36
-    assert ddp["activations"] == pytest.approx(12 * 1024 * 12 * 768 * 36 / 1e9)
+    sbh = 1024 * 12 * 768
+    assert layer_activation_bytes(shape, 1024, 12, 2, eager=False) == sbh * 38
+    assert ddp["activations"] == pytest.approx((12 * sbh * 38 + sbh * 6) / 1e9)
     assert ddp["logits"] == pytest.approx(1024 * 12 * 50304 * 6 / 1e9)
-    # eager attention keeps the scores: a·s²·b·2e more per layer
+    assert ddp["weight_copies"] == pytest.approx(2 * (params - 1024 * 768) / 1e9)
+    # eager attention keeps the scores (fp32 softmax output and its bf16 copy) but not SDPA's output:
+    # a·s²·b·(4 + 2) more per layer, s·b·h·2 less
+    eager = layer_activation_bytes(shape, 1024, 12, 2, eager=True)
     assert (
-        layer_activation_bytes(shape, 1024, 12, 2, eager=True)
-        - layer_activation_bytes(shape, 1024, 12, 2, eager=False)
-        == 12 * 1024 * 1024 * 12 * 4
+        eager - layer_activation_bytes(shape, 1024, 12, 2, eager=False) == 12 * 1024 * 1024 * 12 * 6 - sbh * 2
     )
 
 
@@ -156,3 +158,44 @@ def test_init_from_is_counted_from_its_config(tmp_path):
 def test_a_missing_init_from_is_a_usage_error(tmp_path):
     with pytest.raises(LmtoolError, match="model.init_from"):
         model_shape(load_config(GPT2, [f"model.init_from={tmp_path / 'nowhere'}"]))
+
+
+def _saved_bytes(config, vocab: int, bf16: bool) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass (parameters excluded) plus the logits
+    the model returns: what the activation, weight-copy and logits terms estimate."""
+    from lmtool.models import model_from_config, scratch_config
+
+    torch.manual_seed(0)
+    model = model_from_config(
+        config,
+        scratch_config(config, vocab, dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)),
+    )
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    ids = torch.randint(0, vocab, (config.train.batch_size, config.data.block_size))
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", torch.bfloat16, enabled=bf16),
+    ):
+        logits = model(input_ids=ids, labels=ids).logits
+    kept.setdefault(logits.untyped_storage().data_ptr(), logits.untyped_storage().nbytes())
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_activation_estimate_matches_what_autograd_keeps(attention, bf16):
+    config = load_config(GPT2, ["model.config={n_layer: 2, n_head: 2, n_embd: 64}", "tokenizer={train: {vocab_size: 1000}}",
+                                "data.block_size=128", "train.batch_size=4", f"model.attention={attention}"])  # fmt: skip
+    shape = model_shape(config)
+    memory = memory_per_gpu(shape, seq=128, micro_batch=4, act_bytes=2 if bf16 else 4, world=1, fsdp=False,
+                            checkpointing=False, eager=shape.eager_attention)  # fmt: skip
+    predicted = memory.activations + memory.logits + memory.weight_copies
+    assert predicted == pytest.approx(_saved_bytes(config, shape.vocab, bf16), rel=0.1)

@@ -3,13 +3,18 @@
 Per GPU, with P parameters, world size W (FSDP shards by W, DDP replicates):
   weights 4P, gradients 4P, AdamW moments 8P (all fp32), each / W under FSDP,
   plus under FSDP the gathered fp32 parameters of two blocks (the one computing and the prefetched one);
+  under 16-bit autocast, the 16-bit copies of the N matmul weights autocast keeps for the backward: 2N;
   activations per layer, counted as Korthikanti et al. 2022 (sec. 4.1) count them for s tokens per
   sequence, b sequences, hidden h, a heads, feed-forward f, with e bytes per activation (2 under
-  bf16/fp16 autocast, 4 in fp32) and 1-byte dropout masks only when dropout is on:
-      s·b·h·(e·(6 + 2f/h) + 4·2 + 2·mask)  +  a·s²·b·(2e + mask)   [the last term only for eager attention:
-      SDPA kernels keep no s×s scores]
-  (the two layer-norm inputs are the fp32 residual stream, hence 4·2); with gradient checkpointing only
-  each layer's fp32 input (4·s·b·h) is kept, plus one layer's activations while it is recomputed;
+  bf16/fp16 autocast, 4 in fp32) and 1-byte dropout masks (mask = 1) only when dropout is on:
+      s·b·h·(e·(5 + sdpa + 1 + 2f/h) + 4·2 + 2·mask)
+  (attention: its input, q, k, v and the output projection's input, plus SDPA's own output (sdpa = 1)
+  that its backward keeps; MLP: its input, the activation's input and output; the two layer-norm
+  inputs are the fp32 residual stream, hence 4·2) and, with eager attention only (SDPA keeps no s x s
+  matrix), the scores a·s²·b·(4 + e' + mask): the fp32 softmax output, its e-byte copy (e' = e under
+  16-bit autocast or with dropout, else 0) and the dropout mask. Times L layers, plus s·b·h·(4 + e)
+  for the final norm's input and the head's; with gradient checkpointing each layer's fp32 input
+  (4·s·b·h) instead, plus one layer's activations while it is recomputed;
   the logits: s·b·V·(e + 4) (the logits the model returns and the fp32 log-softmax the loss keeps).
 """
 
@@ -31,12 +36,13 @@ class Memory:
     gradients: float
     optimizer: float
     gathered: float
+    weight_copies: float
     activations: float
     logits: float
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.gathered + self.activations + self.logits
+        return sum(asdict(self).values())
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
@@ -48,9 +54,12 @@ def layer_activation_bytes(
     """Activations one transformer layer keeps for its backward pass."""
     mask = 1 if shape.dropout else 0
     tokens = seq * micro_batch
-    per_token = shape.hidden * (act_bytes * (6 + 2 * shape.ffn / max(shape.hidden, 1)) + FP32 * 2 + 2 * mask)
-    scores = shape.heads * seq * seq * micro_batch * (2 * act_bytes + mask) if eager else 0
-    return tokens * per_token + scores
+    elements = 5 + (0 if eager else 1) + 1 + 2 * shape.ffn / max(shape.hidden, 1)
+    per_token = shape.hidden * (act_bytes * elements + FP32 * 2 + 2 * mask)
+    if not eager:
+        return tokens * per_token
+    copy = act_bytes if act_bytes < FP32 or shape.dropout else 0
+    return tokens * per_token + shape.heads * seq * seq * micro_batch * (FP32 + copy + mask)
 
 
 def memory_per_gpu(
@@ -67,17 +76,20 @@ def memory_per_gpu(
     """The estimate for one strategy (DDP or FSDP) with or without gradient checkpointing."""
     shards = world if fsdp else 1
     params = shape.parameters
+    tokens = seq * micro_batch
     layer = layer_activation_bytes(shape, seq, micro_batch, act_bytes, eager)
     if checkpointing:
-        activations = shape.layers * FP32 * seq * micro_batch * shape.hidden + layer
+        activations = shape.layers * FP32 * tokens * shape.hidden + layer
     else:
         activations = shape.layers * layer
+    activations += tokens * shape.hidden * (FP32 + act_bytes)  # final norm's input, the head's input
     block_params = (params - shape.embedding_parameters) / max(shape.layers, 1)
     return Memory(
         weights=FP32 * params / shards,
         gradients=FP32 * params / shards,
         optimizer=ADAM_MOMENTS * FP32 * params / shards,
         gathered=2 * FP32 * block_params if fsdp and world > 1 else 0.0,
+        weight_copies=act_bytes * shape.matmul_parameters if act_bytes < FP32 else 0.0,
         activations=activations,
-        logits=seq * micro_batch * shape.vocab * (act_bytes + FP32),
+        logits=tokens * shape.vocab * (act_bytes + FP32),
     )

@@ -17,7 +17,7 @@ from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
 from lmtool.models import ARCH_ALIASES, _padded, count_parameters, model_from_config, scratch_config
-from lmtool.train.metrics import flops_per_token
+from lmtool.train.metrics import flops_per_token, matmul_parameters
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ModelShape:
 
     name: str
     parameters: int
+    matmul_parameters: int
     embedding_parameters: int
     flops_per_token: float
     layers: int
@@ -54,6 +55,7 @@ def model_shape(config: Config) -> ModelShape:
     return ModelShape(
         name=type(model).__name__,
         parameters=total,
+        matmul_parameters=matmul_parameters(model),
         embedding_parameters=total - count_parameters(model, exclude_embeddings=True),
         flops_per_token=flops_per_token(model, config.data.block_size),
         layers=_get(model_config, "num_hidden_layers", 0),
