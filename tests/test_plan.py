@@ -189,11 +189,21 @@ def _saved_bytes(config, vocab: int, bf16: bool) -> int:
     return sum(kept.values())
 
 
+TINY = {
+    GPT2: ["model.config={n_layer: 2, n_head: 2, n_embd: 64}", "tokenizer={train: {vocab_size: 1000}}"],
+    # BERT without dropout: PyTorch's CPU SDPA falls back to the math kernel (s x s scores kept) with dropout
+    BERT: ["model.config={num_hidden_layers: 2, num_attention_heads: 2, hidden_size: 64, intermediate_size: 256,"
+           " hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}", "tokenizer.train.vocab_size=1000"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", [GPT2, BERT])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("bf16", [False, True])
-def test_activation_estimate_matches_what_autograd_keeps(attention, bf16):
-    config = load_config(GPT2, ["model.config={n_layer: 2, n_head: 2, n_embd: 64}", "tokenizer={train: {vocab_size: 1000}}",
-                                "data.block_size=128", "train.batch_size=4", f"model.attention={attention}"])  # fmt: skip
+def test_activation_estimate_matches_what_autograd_keeps(path, attention, bf16):
+    config = load_config(
+        path, [*TINY[path], "data.block_size=128", "train.batch_size=4", f"model.attention={attention}"]
+    )
     shape = model_shape(config)
     memory = memory_per_gpu(shape, seq=128, micro_batch=4, act_bytes=2 if bf16 else 4, world=1, fsdp=False,
                             checkpointing=False, eager=shape.eager_attention)  # fmt: skip

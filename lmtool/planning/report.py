@@ -11,7 +11,16 @@ from rich.table import Table
 from lmtool.train.metrics import format_duration
 
 FORMATS = ("auto", "text", "json")
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "gathered", "activations", "logits", "total")
+MEMORY_PARTS = (
+    "weights",
+    "gradients",
+    "optimizer",
+    "gathered",
+    "weight_copies",
+    "activations",
+    "logits",
+    "total",
+)
 
 
 def write_report(result: dict, stdout: TextIO, output_format: str) -> None:
