@@ -209,3 +209,11 @@ def test_activation_estimate_matches_what_autograd_keeps(path, attention, bf16):
                             checkpointing=False, eager=shape.eager_attention)  # fmt: skip
     predicted = memory.activations + memory.logits + memory.weight_copies
     assert predicted == pytest.approx(_saved_bytes(config, shape.vocab, bf16), rel=0.1)
+
+
+def test_a_block_longer_than_the_positions_is_refused_and_an_lstm_is_flagged():
+    with pytest.raises(LmtoolError, match="data.block_size"):
+        model_shape(load_config(GPT2, ["data.block_size=2048"]))
+    lstm = load_config(GPT2, ["model.arch=lstm", "model.config={}", "data.block_size=128"])
+    warnings = estimate(lstm, gpu="h100", gpus_per_node=1, nodes=1, mfu=0.4)["warnings"]
+    assert any("no attention layers" in w for w in warnings), warnings

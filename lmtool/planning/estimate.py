@@ -85,6 +85,10 @@ def estimate(
     if not memory[configured]["fits"]:
         warnings.append(f"{configured.replace('_', ' + ')} needs {memory[configured]['total']:.1f} GB per GPU, "
                         f"over {FIT_FRACTION:.0%} of the {memory_gb} GB of a {device}")  # fmt: skip
+    if not shape.transformer:
+        warnings.append(
+            f"{shape.name} has no attention layers: its activations are estimated as transformer blocks"
+        )
     tokens_micro = train.batch_size * seq
     if tokens_micro < MIN_TOKENS_PER_MICRO_STEP:
         warnings.append(f"micro-batch of {tokens_micro} tokens per GPU (train.batch_size x data.block_size) is "

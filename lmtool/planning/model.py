@@ -16,7 +16,14 @@ from transformers import AutoConfig, PreTrainedConfig
 from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
-from lmtool.models import ARCH_ALIASES, _padded, count_parameters, model_from_config, scratch_config
+from lmtool.models import (
+    ARCH_ALIASES,
+    _check_block_size,
+    _padded,
+    count_parameters,
+    model_from_config,
+    scratch_config,
+)
 from lmtool.train.metrics import flops_per_token, matmul_parameters
 
 
@@ -36,6 +43,7 @@ class ModelShape:
     vocab: int
     vocab_source: str
     dropout: bool
+    transformer: bool  # has attention heads: the activation formula is for transformer blocks
     eager_attention: bool  # eager attention keeps the s x s scores; SDPA kernels do not
 
 
@@ -65,6 +73,7 @@ def model_shape(config: Config) -> ModelShape:
         vocab=model_config.vocab_size,
         vocab_source=vocab_source,
         dropout=dropout,
+        transformer=getattr(model_config, "num_attention_heads", None) is not None,
         eager_attention=getattr(model.config, "_attn_implementation", "eager") == "eager",
     )
 
@@ -95,7 +104,9 @@ def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
         return loaded, "model.init_from"
     vocab, source = _vocab(config)
     special = dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
-    return scratch_config(config, _padded(vocab, config.model.pad_vocab_multiple), special), source
+    model_config = scratch_config(config, _padded(vocab, config.model.pad_vocab_multiple), special)
+    _check_block_size(config, model_config)
+    return model_config, source
 
 
 def _vocab(config: Config) -> tuple[int, str]:
