@@ -217,3 +217,10 @@ def test_a_block_longer_than_the_positions_is_refused_and_an_lstm_is_flagged():
     lstm = load_config(GPT2, ["model.arch=lstm", "model.config={}", "data.block_size=128"])
     warnings = estimate(lstm, gpu="h100", gpus_per_node=1, nodes=1, mfu=0.4)["warnings"]
     assert any("no attention layers" in w for w in warnings), warnings
+
+
+def test_a_local_tokenizer_sets_the_vocabulary(shared_data, tmp_path):
+    shape = model_shape(load_config(GPT2, [f"tokenizer.path={shared_data / 'gpt2-tokenizer'}"]))
+    assert shape.vocab == 50304 and shape.vocab_source.endswith("gpt2-tokenizer")
+    result = run_cli("plan", str(GPT2), "--set", f"tokenizer.path={tmp_path}")
+    assert_usage_error(result, "not a usable tokenizer directory")

@@ -117,7 +117,11 @@ def _vocab(config: Config) -> tuple[int, str]:
         if where and os.path.isdir(where):
             from transformers import AutoTokenizer
 
-            return len(AutoTokenizer.from_pretrained(str(where))), str(where)
+            try:
+                return len(AutoTokenizer.from_pretrained(str(where))), str(where)
+            except (OSError, ValueError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise LmtoolError(f"{where}: not a usable tokenizer directory: {first}") from None
     if "vocab_size" in config.model.config:
         return int(config.model.config["vocab_size"]), "model.config.vocab_size"
     model_type = ARCH_ALIASES.get(config.model.arch, config.model.arch)
