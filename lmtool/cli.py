@@ -390,6 +390,42 @@ def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
         print(final)
 
 
+# --------------------------------------------------------------------------- plan
+
+
+@app.command("plan")
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs per node.")] = 8,
+    gpu: Annotated[
+        str, typer.Option("--gpu", help="h100 | h200 | a100 | a100-40 | b200 | l40s | v100 | ...")
+    ] = "h100",
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes.")] = 1,
+    mfu: Annotated[float, typer.Option("--mfu", help="Model FLOPs utilisation the wall time assumes.")] = 0.4,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            help="Job time limit (4h, 90m, 1:30:00) [default: $SLURM_JOB_END_TIME].",
+            show_default=False,
+        ),  # fmt: skip
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="auto | text | json (auto: text on a terminal, else json).")
+    ] = "auto",
+) -> None:
+    """Estimate parameters, FLOPs, memory per GPU (DDP/FSDP), throughput and wall time of a training config.
+
+    Example: lmtool plan configs/gpt2-124m.yaml --gpus 8 --gpu h100 --nodes 2 | jq .memory_gb_per_gpu.ddp
+    """
+    from lmtool.config import load_config
+    from lmtool.planning import run_plan
+
+    run_plan(load_config(config, set_ or []), gpu=gpu, gpus_per_node=gpus, nodes=nodes, mfu=mfu,
+             limit=time_limit, output_format=output_format)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- entry point
 
 

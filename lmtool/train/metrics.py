@@ -47,6 +47,28 @@ GPU_PEAK_BF16 = (
     ("T4", 65e12),  # fp16
 )
 
+# Memory (GB) by substring of the device name, most specific first (`lmtool plan` checks fits against it).
+GPU_MEMORY_GB = (
+    ("H200", 141),
+    ("GH200", 96),
+    ("H100 NVL", 94),
+    ("H100", 80),
+    ("H800", 80),
+    ("B200", 180),
+    ("A100 40GB", 40),
+    ("A100", 80),
+    ("A800", 80),
+    ("A10G", 24),
+    ("A10", 24),
+    ("L40S", 48),
+    ("L4", 24),
+    ("RTX 4090", 24),
+    ("RTX 3090", 24),
+    ("V100 16GB", 16),
+    ("V100", 32),
+    ("T4", 16),
+)
+
 
 class MetricsSink:
     """Appends one JSON object per line to metrics.jsonl (and scalars to TensorBoard); rank 0 only."""

@@ -1,0 +1,219 @@
+"""The numbers of `lmtool plan`: batch geometry, FLOPs, memory per GPU, throughput, wall time, warnings.
+
+Throughput is stated, not measured: tokens/s = MFU x peak FLOP/s x GPUs / FLOPs per token, with the
+FLOPs per token of the MFU training logs (lmtool.train.metrics.flops_per_token).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lmtool.config import Config
+from lmtool.config import checks as config_checks
+from lmtool.errors import ConfigError, LmtoolError
+from lmtool.planning.memory import memory_per_gpu
+from lmtool.planning.model import ModelShape, model_shape
+from lmtool.train.metrics import GPU_MEMORY_GB, GPU_PEAK_BF16
+
+# A micro-step of fewer tokens per GPU leaves a large GPU waiting on kernel launches.
+MIN_TOKENS_PER_MICRO_STEP = 4096
+# Share of GPU memory an estimate may fill and still "fit": the rest is the CUDA context,
+# the allocator's fragmentation and temporaries the formula leaves out.
+FIT_FRACTION = 0.9
+# --gpu names and the device-name substring the tables know them by.
+GPUS = {
+    "h200": "H200",
+    "h100": "H100",
+    "h100-pcie": "H100 PCIe",
+    "h100-nvl": "H100 NVL",
+    "b200": "B200",
+    "a100": "A100",
+    "a100-40": "A100 40GB",
+    "a10g": "A10G",
+    "a10": "A10",
+    "l40s": "L40S",
+    "l4": "L4",
+    "rtx4090": "RTX 4090",
+    "rtx3090": "RTX 3090",
+    "v100": "V100",
+    "v100-16": "V100 16GB",
+    "t4": "T4",
+}
+FP16_ONLY = ("V100", "T4")
+
+
+def _lookup(table: tuple, name: str) -> float:
+    return next(value for key, value in table if key in name)
+
+
+def estimate(
+    config: Config,
+    *,
+    gpu: str,
+    gpus_per_node: int,
+    nodes: int,
+    mfu: float,
+    time_limit: tuple[float | None, str | None] = (None, None),
+) -> dict:
+    """Everything the report shows, as one JSON-ready dict."""
+    if gpu not in GPUS:
+        raise LmtoolError(f"--gpu must be one of {', '.join(GPUS)} (got {gpu!r})")
+    if gpus_per_node < 1 or nodes < 1:
+        raise LmtoolError("--gpus and --nodes must be at least 1")
+    if not 0 < mfu <= 1:
+        raise LmtoolError(f"--mfu must be in (0, 1] (got {mfu})")
+    device = GPUS[gpu]
+    world = gpus_per_node * nodes
+    train, seq = config.train, config.data.block_size
+    shape = model_shape(config)
+    warnings: list[str] = []
+    batch = _batch(config, world, warnings)
+    precision = _precision(train.precision, device)
+    act_bytes = 4 if precision == "fp32" else 2
+    memory_gb = _lookup(GPU_MEMORY_GB, device)
+    memory = {}
+    for strategy in ("ddp", "fsdp"):
+        for checkpointing in (False, True):
+            parts = memory_per_gpu(shape, seq=seq, micro_batch=train.batch_size, act_bytes=act_bytes, world=world,
+                                   fsdp=strategy == "fsdp", checkpointing=checkpointing,
+                                   eager=shape.eager_attention).as_dict()  # fmt: skip
+            gb = {key: value / 1e9 for key, value in parts.items()}
+            gb["fits"] = gb["total"] <= FIT_FRACTION * memory_gb
+            memory[f"{strategy}{'_checkpointing' if checkpointing else ''}"] = gb
+    configured = "ddp" + ("_checkpointing" if train.gradient_checkpointing else "")
+    if not memory[configured]["fits"]:
+        warnings.append(f"{configured.replace('_', ' + ')} needs {memory[configured]['total']:.1f} GB per GPU, "
+                        f"over {FIT_FRACTION:.0%} of the {memory_gb} GB of a {device}")  # fmt: skip
+    if not shape.transformer:
+        warnings.append(
+            f"{shape.name} has no attention layers: its activations are estimated as transformer blocks"
+        )
+    tokens_micro = train.batch_size * seq
+    if tokens_micro < MIN_TOKENS_PER_MICRO_STEP:
+        warnings.append(f"micro-batch of {tokens_micro} tokens per GPU (train.batch_size x data.block_size) is "
+                        f"under {MIN_TOKENS_PER_MICRO_STEP}: too small to keep a GPU busy")  # fmt: skip
+    throughput = _throughput(config, shape, batch, precision, device, world, mfu, warnings)
+    _checkpoint_warning(config, throughput, time_limit, warnings)
+    return {
+        "model": {
+            "class": shape.name,
+            "parameters": shape.parameters,
+            "embedding_parameters": shape.embedding_parameters,
+            "non_embedding_parameters": shape.parameters - shape.embedding_parameters,
+            "vocab_size": shape.vocab,
+            "vocab_from": shape.vocab_source,
+            "layers": shape.layers,
+            "hidden_size": shape.hidden,
+            "attention": "eager" if shape.eager_attention else "sdpa",
+        },
+        "cluster": {
+            "gpu": device,
+            "gpus_per_node": gpus_per_node,
+            "nodes": nodes,
+            "world_size": world,
+            "gpu_memory_gb": memory_gb,
+            "precision": precision,
+        },  # fmt: skip
+        "batch": {
+            **batch,
+            "flops_per_token": shape.flops_per_token,
+            "flops_per_step": shape.flops_per_token * batch["tokens_per_step"],
+        },  # fmt: skip
+        "memory_gb_per_gpu": memory,
+        "throughput": throughput,
+        "warnings": warnings,
+    }
+
+
+def _batch(config: Config, world: int, warnings: list[str]) -> dict:
+    """Batch geometry as training would fix it; a global batch it would refuse is a warning here."""
+    train, seq = config.train, config.data.block_size
+    per_micro = train.batch_size * world
+    try:
+        global_batch = config_checks.global_batch(train, seq, world)
+    except ConfigError as exc:
+        warnings.append(f"global batch not divisible by world size x micro-batch: {exc}")
+        global_batch = math.ceil(train.global_batch_size / per_micro) * per_micro
+    return {
+        "micro_batch": train.batch_size,
+        "sequence_length": seq,
+        "accumulation": global_batch // per_micro,
+        "global_batch": global_batch,
+        "tokens_per_step": global_batch * seq,
+    }
+
+
+def _precision(setting: str, device: str) -> str:
+    """What `train.precision` becomes on `device` (auto: bf16, or fp16 on GPUs without bf16)."""
+    if setting == "auto":
+        return "fp16" if any(name in device for name in FP16_ONLY) else "bf16"
+    return setting
+
+
+def _throughput(config: Config, shape: ModelShape, batch: dict, precision: str, device: str, world: int,
+                mfu: float, warnings: list[str]) -> dict:  # fmt: skip
+    """Tokens/s and wall time to the configured budget at the stated MFU."""
+    peak = _lookup(GPU_PEAK_BF16, device) if precision != "fp32" else None
+    steps = _total_steps(config, batch["global_batch"], batch["tokens_per_step"])
+    result: dict = {"mfu": mfu, "peak_flops_per_gpu": peak, "total_steps": steps, "tokens_per_s": None,
+                    "step_seconds": None, "wall_seconds": None}  # fmt: skip
+    if peak is None:
+        warnings.append(f"no {precision} peak FLOP/s for a {device} in the table: no throughput estimate")
+        return result
+    tokens_per_s = mfu * peak * world / shape.flops_per_token
+    result["tokens_per_s"] = tokens_per_s
+    result["step_seconds"] = batch["tokens_per_step"] / tokens_per_s
+    if steps is None:
+        warnings.append("the run's length depends on the training split's size: run `lmtool preprocess` "
+                        "first, or set train.max_steps or train.max_tokens")  # fmt: skip
+    else:
+        result["wall_seconds"] = steps * result["step_seconds"]
+    return result
+
+
+def _total_steps(config: Config, global_batch: int, tokens_per_step: int) -> int | None:
+    """As lmtool.train.plan.make_plan counts them; None when epochs decide and the data is not there."""
+    train = config.train
+    limits = []
+    if train.max_steps is not None:
+        limits.append(train.max_steps)
+    if train.max_tokens is not None:
+        limits.append(math.ceil(train.max_tokens / tokens_per_step))
+    if train.epochs is not None or not limits:
+        sequences = _train_sequences(config)
+        if sequences is None:
+            return min(limits) if limits else None
+        limits.append(max(math.ceil((train.epochs or 1.0) * sequences / global_batch), 1))
+    return min(limits)
+
+
+def _train_sequences(config: Config) -> int | None:
+    split = Path(config.data.processed_dir) / "train"
+    if not split.is_dir():
+        return None
+    from datasets import load_from_disk
+
+    try:
+        return load_from_disk(str(split)).num_rows
+    except (OSError, ValueError, FileNotFoundError):
+        return None
+
+
+def _checkpoint_warning(config: Config, throughput: dict, limit: tuple[float | None, str | None],
+                        warnings: list[str]) -> None:  # fmt: skip
+    """Warn when the job's time limit would end it before its first checkpoint (all its work lost)."""
+    seconds, source = limit
+    step = throughput["step_seconds"]
+    if seconds is None or step is None:
+        return
+    wall = throughput["wall_seconds"]
+    if wall is not None and wall <= seconds:
+        return
+    every = config.train.save_every
+    if every == 0:
+        warnings.append(f"no checkpoint within the time limit ({source}, {seconds / 3600:.2f} h): train.save_every "
+                        "is 0, so only a signal or the run's end saves")  # fmt: skip
+    elif every * step > seconds:
+        warnings.append(f"no checkpoint within the time limit ({source}, {seconds / 3600:.2f} h): train.save_every "
+                        f"{every} steps take ~{every * step / 3600:.2f} h")  # fmt: skip

@@ -1,0 +1,130 @@
+"""The model `lmtool plan` counts: built on PyTorch's meta device, so a 7B config costs no memory.
+
+The vocabulary is the one training would use when it can be known without a download: the trained
+tokenizer's size, a local tokenizer's length, else the architecture's default (said so in the report).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, PreTrainedConfig
+
+from lmtool.config import Config, ConfigError, looks_like_hub_id
+from lmtool.errors import LmtoolError
+from lmtool.hub import require_hub
+from lmtool.models import (
+    ARCH_ALIASES,
+    _check_block_size,
+    _padded,
+    count_parameters,
+    model_from_config,
+    scratch_config,
+)
+from lmtool.train.metrics import flops_per_token, matmul_parameters
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimates need from the model."""
+
+    name: str
+    parameters: int
+    matmul_parameters: int
+    embedding_parameters: int
+    flops_per_token: float
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    vocab: int
+    vocab_source: str
+    dropout: bool
+    transformer: bool  # has attention heads: the activation formula is for transformer blocks
+    eager_attention: bool  # eager attention keeps the s x s scores; SDPA kernels do not
+
+
+def model_shape(config: Config) -> ModelShape:
+    """Count the model `config` trains (from scratch, or `model.init_from`'s config) on the meta device."""
+    model_config, vocab_source = _model_config(config)
+    with torch.device("meta"):
+        model = model_from_config(config, model_config)
+    total = count_parameters(model)
+    hidden = _get(model_config, "hidden_size", 0)
+    heads = _get(model_config, "num_attention_heads", 1)
+    ffn = _get(model_config, "intermediate_size", 0) or _get(model_config, "n_inner", 0) or 4 * hidden
+    dropout = any(
+        isinstance(value, float) and value > 0 and ("dropout" in key or "pdrop" in key)
+        for key, value in model_config.to_dict().items()
+    )
+    return ModelShape(
+        name=type(model).__name__,
+        parameters=total,
+        matmul_parameters=matmul_parameters(model),
+        embedding_parameters=total - count_parameters(model, exclude_embeddings=True),
+        flops_per_token=flops_per_token(model, config.data.block_size),
+        layers=_get(model_config, "num_hidden_layers", 0),
+        hidden=hidden,
+        heads=heads,
+        ffn=ffn,
+        vocab=model_config.vocab_size,
+        vocab_source=vocab_source,
+        dropout=dropout,
+        transformer=getattr(model_config, "num_attention_heads", None) is not None,
+        eager_attention=getattr(model.config, "_attn_implementation", "eager") == "eager",
+    )
+
+
+def _get(model_config: PreTrainedConfig, key: str, default: int) -> int:
+    value = getattr(model_config, key, None)
+    return int(value) if value else default
+
+
+def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
+    """(the model's config, where its vocabulary size comes from)."""
+    if config.finetune is not None:
+        raise LmtoolError(
+            "lmtool plan estimates pretraining configs; this one has a finetune section (not planned yet)"
+        )
+    init_from = config.model.init_from
+    if init_from is not None:
+        if not os.path.isdir(os.path.expanduser(init_from)) and not looks_like_hub_id(init_from):
+            raise ConfigError(
+                "model.init_from", "directory not found (and not a hub model name)", value=init_from
+            )
+        require_hub(init_from, "model.init_from")
+        try:
+            loaded = AutoConfig.from_pretrained(init_from, trust_remote_code=config.model.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LmtoolError(f"model.init_from: cannot read the config of {init_from}: {first}") from None
+        return loaded, "model.init_from"
+    vocab, source = _vocab(config)
+    special = dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
+    model_config = scratch_config(config, _padded(vocab, config.model.pad_vocab_multiple), special)
+    _check_block_size(config, model_config)
+    return model_config, source
+
+
+def _vocab(config: Config) -> tuple[int, str]:
+    tokenizer = config.tokenizer
+    if tokenizer.train is not None:
+        return tokenizer.train.vocab_size, "tokenizer.train.vocab_size"
+    for where in (Path(config.data.processed_dir) / "tokenizer", tokenizer.path):
+        if where and os.path.isdir(where):
+            from transformers import AutoTokenizer
+
+            try:
+                return len(AutoTokenizer.from_pretrained(str(where))), str(where)
+            except (OSError, ValueError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise LmtoolError(f"{where}: not a usable tokenizer directory: {first}") from None
+    if "vocab_size" in config.model.config:
+        return int(config.model.config["vocab_size"]), "model.config.vocab_size"
+    model_type = ARCH_ALIASES.get(config.model.arch, config.model.arch)
+    return AutoConfig.for_model(
+        model_type
+    ).vocab_size, f"the {config.model.arch} default: tokenizer not local"
