@@ -19,6 +19,8 @@ median. Prints one JSON line:
 examples/s = training examples / the training loop's time (first step's start to last step's end:
 data loading, forward, backward, optimizer; not model loading, tokenization, evaluation or saving).
 `wall_s` is each whole process, for reference. Accuracy is on the validation split (all of it by default).
+On a machine shared with other jobs, pass `--threads 1`: with more threads than free cores every
+system slows several-fold while its threads wait for each other, and the ratios become noise.
 
     python scripts/bench_finetune.py [--train-rows 640] [--validation-rows 200] [--rounds 3] [--pad512-rows 96] [--threads N]
 """
