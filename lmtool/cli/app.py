@@ -1,0 +1,78 @@
+"""The `lmtool` Typer app, its global options and the option types the commands share."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmtool import __version__, console
+
+# The exceptions of the click that typer runs on: typer >= 0.29 vendors click as `typer._click`,
+# older typers use the plain `click` package, so `click.ClickException` misses the first kind.
+_click = sys.modules[typer.BadParameter.__module__]
+
+app = typer.Typer(
+    name="lmtool",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show, validate and describe configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_state = {"debug": False}
+
+
+class LogFormat(str, Enum):
+    auto = "auto"
+    plain = "plain"
+    json = "json"
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False, metavar="CONFIG")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config value: key.path=value (repeatable).",
+        show_default=False,
+    ),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output directory instead of refusing.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"lmtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", help="stderr log style: auto (rich on a TTY), plain, or json lines."),
+    ] = LogFormat.auto,
+) -> None:
+    """Pretrain, fine-tune, evaluate and sample Hugging Face language models.
+
+    Results go to stdout, logs to stderr. Exit codes: 0 ok, 1 internal error,
+    2 bad config or input, 3 checkpoint saved after a preemption signal (requeue), 130 interrupted,
+    143 preprocess stopped by SIGTERM.
+    """
+    _state["debug"] = debug
+    console.configure(quiet=quiet, log_format=log_format.value)
