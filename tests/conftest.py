@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -56,6 +57,16 @@ def assert_usage_error(result: Result, *fragments: str) -> None:
     assert len(error_lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in error_lines[0], (fragment, error_lines[0])
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls run faster on one thread (and the machine is shared); runs that must match bitwise
+    use the same thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

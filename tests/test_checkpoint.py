@@ -122,12 +122,7 @@ def test_tensorboard_events_of_redone_steps_are_purged_on_resume(tmp_path):
 # --------------------------------------------------------------------------- the engine
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

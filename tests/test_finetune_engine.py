@@ -27,13 +27,7 @@ from tests.conftest import ROOT, assert_usage_error
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 from tests.test_pretrain_cli import DROPOUT, _cli
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ tokenizer setting is refused with exit 2 (README: "data preprocessed with other 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.conftest import assert_usage_error
 from tests.eval_fixtures import corpus
@@ -36,12 +35,7 @@ def _cli(capsys, *args: str) -> _Result:
     return _Result(exit_info.value.code, captured.out, captured.err)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pretrain_refuses_processed_data_made_from_another_corpus_or_tokenizer(tmp_path, capsys):

@@ -15,14 +15,7 @@ from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run faster on one thread (and the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from lmtool.config import TrainConfig, load_config
 from lmtool.errors import ConfigError
@@ -17,13 +16,7 @@ from lmtool.train.engine import Trainer
 from lmtool.train.optim import WarmupDecay, resolve_warmup
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
