@@ -235,6 +235,15 @@ def is_causal_lm(model: PreTrainedModel) -> bool:
     )
 
 
+# Saved architectures with a task head: neither generation nor perplexity means anything for them.
+TASK_HEAD_SUFFIXES = (
+    "ForSequenceClassification",
+    "ForTokenClassification",
+    "ForQuestionAnswering",
+    "ForMultipleChoice",
+)
+
+
 def load_model(
     path: str | Path,
     *,
@@ -263,6 +272,12 @@ def load_model(
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise LmtoolError(f"{path} is not a model directory: {_first_line(exc)}") from None
+        task_heads = [name for name in config.architectures or [] if name.endswith(TASK_HEAD_SUFFIXES)]
+        if task_heads:
+            raise LmtoolError(
+                f"{key}: {path} is a {task_heads[0]}, a fine-tuned task model, not a language model: "
+                "use `lmtool predict` with it (`lmtool evaluate` scores classification and NER models)"
+            )
         for_masked_lm = any(name.endswith("ForMaskedLM") for name in (config.architectures or []))
     model = _from_pretrained(path, for_masked_lm, trust_remote_code, key=None)
     model.eval()

@@ -131,3 +131,19 @@ def test_labeled_and_language_model_data_are_not_mixed_up(always_pos, tmp_path):
     )
     result = run_inproc("evaluate", "--model", str(always_pos), "--data", str(lm_data))
     assert_usage_error(result, "language-model data")
+
+
+def test_task_models_without_a_metric_here_are_refused_not_scored_as_language_models(tmp_path):
+    """A QA model (or any task head evaluate has no metric for) used to be loaded as a causal LM with a
+    random LM head and scored on text, exit 0; generate sampled from it likewise."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    tokenizer = _wordpiece_tokenizer()
+    config = BertConfig(**TINY, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    BertForQuestionAnswering(config).save_pretrained(tmp_path / "qa")
+    tokenizer.save_pretrained(tmp_path / "qa")
+    (tmp_path / "text.txt").write_text("the king sings. " * 20)
+    result = run_inproc("evaluate", "--model", str(tmp_path / "qa"), "--data", str(tmp_path / "text.txt"))
+    assert_usage_error(result, "evaluate.model", "BertForQuestionAnswering", "lmtool predict")
+    result = run_inproc("generate", "--model", str(tmp_path / "qa"), "the king")
+    assert_usage_error(result, "generate.model", "not a language model")
