@@ -42,6 +42,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import sft_packing  # noqa: E402 - the SFT row, beside this script
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -272,6 +274,9 @@ def main() -> None:
         "--pad512-rows", type=int, default=96, help="training rows of the padding-to-512 loop"
     )
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every run (default: torch's choice)")
+    parser.add_argument(
+        "--sft-examples", type=int, default=512, help="examples of the SFT packing row (0: leave it out)"
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
@@ -299,6 +304,7 @@ def main() -> None:
             for system in (*ORDER, "pad512"):
                 runs.setdefault(system, []).append(spawn(system, work, args))
                 print(system, json.dumps(runs[system][-1]), file=sys.stderr, flush=True)
+    sft = sft_packing.measure(args.sft_examples, args.threads or 2) if args.sft_examples else None
     load_end = round(os.getloadavg()[0], 2)
 
     def median(system: str, key: str = "examples_per_s") -> float:
@@ -329,6 +335,7 @@ def main() -> None:
         "met": {"fp32_ratio": figures["fp32_ratio"] >= GOALS["fp32_ratio"], "accuracy_gap_points": gap <= 1.0},
         "per_round_examples_per_s": {s: [round(r["examples_per_s"], 2) for r in rs] for s, rs in runs.items()},
         "per_round_wall_s": {s: [round(r["wall_s"], 1) for r in rs] for s, rs in runs.items()},
+        "sft_packing": sft,
     }))  # fmt: skip
 
 

@@ -1,19 +1,14 @@
-"""SFT throughput: packing short examples into max_length rows vs padding each batch (same data, model).
-
-Prints one JSON line: trained-on (non-padding) tokens/s for each way and their ratio (goal >= 1.5x on
+"""SFT throughput, bench_finetune.py's SFT row: packing short examples into max_length rows vs padding each
+batch (same data, model): trained-on (non-padding) tokens/s for each way and their ratio (goal >= 1.5x on
 mostly short examples). A random GPT-2 (4 layers, 256 wide, the size of configs/quickstart.yaml) with
 a 4096-token vocabulary; examples of 8-64 tokens (85%) and 64-512 (15%), max_length 512, both ways
 going once through the same examples in the same shuffled order with the same number of optimizer
 steps (16 examples per padded batch; as many packed rows per batch as keep the step count equal).
 Also shown: padding with batches of similar lengths (finetune.group_by_length's effect), for reference.
-
-    python scripts/bench_sft.py [--examples 512] [--threads 2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
 import sys
@@ -54,13 +49,8 @@ def run(model, task, batches, device) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    args = parser.parse_args()
-
+def measure(n_examples: int = 512, threads: int = 2, device_name: str | None = None) -> dict:
+    """Trained tokens/s of SFT with packing, padding each batch, and padding length-grouped batches."""
     import datasets
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -68,10 +58,10 @@ def main() -> None:
     from lmtool.data.sft_pack import pack_dataset
     from lmtool.tasks.sft import SftTask
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    torch.set_num_threads(threads)
+    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
     vocab, max_length, batch_size = 4096, 512, 16
-    rows = examples(args.examples, vocab)
+    rows = examples(n_examples, vocab)
     random.Random(1).shuffle(rows)
     packed = list(pack_dataset(datasets.Dataset.from_list(rows), max_length))
     random.Random(1).shuffle(packed)
@@ -105,27 +95,12 @@ def main() -> None:
         results[name] = {"tokens_per_s": round(tokens / seconds, 1), "steps": len(batches), "tokens": tokens}
     ratio = results["packing"]["tokens_per_s"] / results["padding"]["tokens_per_s"]
     grouped_ratio = results["packing"]["tokens_per_s"] / results["padding_grouped"]["tokens_per_s"]
-    print(
-        json.dumps(
-            {
-                "bench": "sft_packing",
-                "device": str(device),
-                "examples": len(rows),
-                "packed_rows": len(packed),
-                **results,
-                "ratio": round(ratio, 2),
-                "ratio_vs_grouped": round(grouped_ratio, 2),
-                "goal": 1.5,
-            }
-        )
-    )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-if __name__ == "__main__":
-    main()
+    return {
+        "device": str(device),
+        "examples": len(rows),
+        "packed_rows": len(packed),
+        **results,
+        "ratio": round(ratio, 2),
+        "ratio_vs_grouped": round(grouped_ratio, 2),
+        "goal": 1.5,
+    }
