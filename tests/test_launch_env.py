@@ -98,7 +98,9 @@ def test_an_unreachable_rendezvous_is_exit_2_within_the_timeout(tmp_path, data):
     env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     started = time.monotonic()
     result = run_cli(
-        "pretrain", str(tiny_config(tmp_path, data, max_steps=2)), env={**env, "LMTOOL_RENDEZVOUS_TIMEOUT": "3"}
+        "pretrain",
+        str(tiny_config(tmp_path, data, max_steps=2)),
+        env={**env, "LMTOOL_RENDEZVOUS_TIMEOUT": "3"},
     )
     assert time.monotonic() - started < 30
     assert_usage_error(result, "rendezvous at MASTER_ADDR=127.0.0.1", "rank 1 of 2")
@@ -161,7 +163,13 @@ def test_stop_before_a_deadline_saves_and_stops_with_the_marker(tmp_path, data):
     deadline = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(end))
     config = tiny_config(tmp_path, data, max_steps=100_000, save_every=0, eval_every=0, log_every=1)
     result = run_cli(
-        "pretrain", str(config), "--set", f"train.deadline={deadline}", "--set", "train.stop_before=3s", timeout=120
+        "pretrain",
+        str(config),
+        "--set",
+        f"train.deadline={deadline}",
+        "--set",
+        "train.stop_before=3s",
+        timeout=120,
     )
     assert result.returncode == 3, result.stderr[-2000:]
     assert "time limit: saved checkpoint at step" in result.stderr

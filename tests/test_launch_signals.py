@@ -33,7 +33,9 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_to_torchrun_saves_writes_the_marker_and_leaves_no_worker(tmp_path, sig):
     data = make_processed_dir(tmp_path / "processed")
-    config = tiny_config(tmp_path, data, max_steps=100_000, batch_size=2, save_every=0, eval_every=0, log_every=1)
+    config = tiny_config(
+        tmp_path, data, max_steps=100_000, batch_size=2, save_every=0, eval_every=0, log_every=1
+    )
     log = tmp_path / "torchrun.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -66,7 +68,11 @@ def test_a_signal_to_torchrun_saves_writes_the_marker_and_leaves_no_worker(tmp_p
     assert saved.name == checkpoint.checkpoint_name(marker["step"]) and checkpoint.is_complete(saved)
 
     result = run_cli(
-        "pretrain", str(config), "--set", f"train.max_steps={marker['step'] + 2}", env={"OMP_NUM_THREADS": "1"}
+        "pretrain",
+        str(config),
+        "--set",
+        f"train.max_steps={marker['step'] + 2}",
+        env={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"(step {marker['step']}," in result.stderr and "resuming from" in result.stderr

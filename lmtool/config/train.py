@@ -142,7 +142,8 @@ class TrainConfig(Section):
         description="Save and exit 3 (requeue) this long before the job's end (SLURM_JOB_END_TIME, squeue or deadline), e.g. 10m.",
     )
     deadline: datetime | None = Field(
-        None, description="The job's end as an ISO date-time, for stop_before outside SLURM (e.g. 2026-12-01T18:00)."
+        None,
+        description="The job's end as an ISO date-time, for stop_before outside SLURM (e.g. 2026-12-01T18:00).",
     )
     device: Device = Field("auto", description="Training device; auto = cuda if available, else cpu.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")

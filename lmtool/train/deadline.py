@@ -25,7 +25,11 @@ def job_end_time(explicit: datetime | None) -> float | None:
     if job and shutil.which("squeue"):
         try:
             out = subprocess.run(
-                ["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=30, check=True
+                ["squeue", "-h", "-j", job, "-o", "%e"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             ).stdout.strip()
             return datetime.fromisoformat(out).timestamp()  # squeue prints local time
         except (OSError, subprocess.SubprocessError, ValueError):
@@ -49,7 +53,9 @@ class Deadline:
             return cls(None, 0.0)
         end = job_end_time(explicit)
         if end is None:
-            warning("train.stop_before: no job end time (SLURM_JOB_END_TIME, squeue or train.deadline); ignored")
+            warning(
+                "train.stop_before: no job end time (SLURM_JOB_END_TIME, squeue or train.deadline); ignored"
+            )
         return cls(end, stop_before)
 
     def step_done(self) -> None:

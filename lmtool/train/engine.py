@@ -24,8 +24,8 @@ from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.ownership import mark_run_dir
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
-from lmtool.train.deadline import Deadline
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
+from lmtool.train.deadline import Deadline
 from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
     MetricsSink,

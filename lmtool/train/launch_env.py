@@ -25,7 +25,11 @@ def first_host(nodelist: str) -> str:
     if shutil.which("scontrol"):
         try:
             out = subprocess.run(
-                ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+                ["scontrol", "show", "hostnames", nodelist],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             ).stdout.split()
             if out:
                 return out[0]
