@@ -26,9 +26,11 @@ TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", 
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in (*TORCH_VARS, *launch_env.SLURM_VARS, "SLURM_LOCALID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol: the node list is parsed
+    """A private copy of the environment without launcher variables: read_env writes RANK etc. into it."""
+    environ = {
+        k: v for k, v in os.environ.items() if k not in (*TORCH_VARS, *launch_env.SLURM_VARS, "SLURM_LOCALID")
+    }
+    monkeypatch.setattr(os, "environ", environ)
     return monkeypatch
 
 
@@ -61,6 +63,7 @@ def test_node_lists_expand_like_scontrol(nodelist, hosts):
 
 
 def test_srun_variables_give_ranks_and_rendezvous(clean_env):
+    clean_env.setenv("PATH", "/nonexistent")  # no scontrol: the node list is parsed
     clean_env.setenv("SLURM_PROCID", "3")
     clean_env.setenv("SLURM_NTASKS", "8")
     clean_env.setenv("SLURM_LOCALID", "1")
@@ -89,7 +92,6 @@ def test_scontrol_is_asked_for_the_first_host_when_present(clean_env, tmp_path):
     ],
 )
 def test_a_partial_environment_is_exit_2_naming_what_is_missing(clean_env, tmp_path, data, env, missing):
-    clean_env.setenv("PATH", os.environ.get("PATH", ""))
     result = run_cli("pretrain", str(tiny_config(tmp_path, data, max_steps=2)), env=env, timeout=60)
     assert_usage_error(result, missing)
 
