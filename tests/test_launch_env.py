@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtool.config import load_config
+from lmtool.config import ConfigError, load_config
 from lmtool.errors import LmtoolError, Preempted
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint, distributed, launch_env
@@ -188,8 +188,12 @@ def test_stop_before_reads_slurm_job_end_time(monkeypatch):
     from lmtool.train.deadline import Deadline
 
     monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(time.time()) + 3600))
-    assert not Deadline.from_config(600, None).near()
-    assert Deadline.from_config(3700, None).near()
+    deadline = Deadline.from_config(600, None)
+    assert not deadline.near()
+    deadline.saved(3000.0)  # a save that long would end after the job's end minus 600 s: stop now
+    assert deadline.near()
+    with pytest.raises(ConfigError, match="train.stop_before"):
+        Deadline.from_config(3700, None)  # a margin longer than the time left: exit 2, not a requeue loop
 
 
 def test_stop_before_takes_durations():

@@ -10,6 +10,7 @@ import subprocess
 import time
 from datetime import datetime
 
+from lmtool.config import ConfigError
 from lmtool.console import warning
 
 
@@ -55,6 +56,12 @@ class Deadline:
         if end is None:
             warning(
                 "train.stop_before: no job end time (SLURM_JOB_END_TIME, squeue or train.deadline); ignored"
+            )
+        elif end - stop_before <= time.time():  # else every requeued job would stop after one step
+            raise ConfigError(
+                "train.stop_before",
+                f"leaves no time to train: the job ends at {datetime.fromtimestamp(end).isoformat(timespec='seconds')}",
+                value=stop_before,
             )
         return cls(end, stop_before)
 
