@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from lmtool.config.base import Device, Precision, Section
 
 # --------------------------------------------------------------------------- train
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(value: object) -> object:
+    """`10m`, `90s`, `1h` or a number of seconds."""
+    if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", value)):
+        return float(match[1]) * _UNITS[match[2]]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds)]
 
 
 class MLMConfig(Section):
@@ -121,6 +135,15 @@ class TrainConfig(Section):
         5,
         ge=1,
         description="Stop with an error after this many non-finite losses in a row (each one skips its update).",
+    )
+    stop_before: Duration | None = Field(
+        None,
+        ge=0,
+        description="Save and exit 3 (requeue) this long before the job's end (SLURM_JOB_END_TIME, squeue or deadline), e.g. 10m.",
+    )
+    deadline: datetime | None = Field(
+        None,
+        description="The job's end as an ISO date-time, for stop_before outside SLURM (e.g. 2026-12-01T18:00).",
     )
     device: Device = Field("auto", description="Training device; auto = cuda if available, else cpu.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")

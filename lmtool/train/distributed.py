@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lmtool.errors import LmtoolError
+from lmtool.train import launch_env
 
 
 @dataclass(frozen=True)
@@ -34,28 +35,40 @@ class DistEnv:
 
 
 def read_env() -> DistEnv:
-    """Rank layout from torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or from `srun` (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID)."""
+    """Rank layout from torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or from `srun` (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID,
+    the rendezvous derived from the job: see launch_env). A partial environment is exit 2, not one process."""
     env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
+    launch_env.check_torchrun(env)
+    if "RANK" in env:
         return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        if "MASTER_ADDR" not in env:
-            raise LmtoolError(
-                "under srun with several tasks, set MASTER_ADDR and MASTER_PORT (see scripts/slurm/) or use torchrun"
-            )
-        env.setdefault("MASTER_PORT", "29500")
-        env["RANK"], env["WORLD_SIZE"] = env["SLURM_PROCID"], env["SLURM_NTASKS"]
-        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        launch_env.from_slurm(env)
         return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"]))
     return DistEnv()
 
 
 def init(env: DistEnv, device: torch.device) -> None:
-    """Join the process group: nccl for GPUs, gloo for CPUs."""
-    if env.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=60), **kwargs)
+    """Join the process group: nccl for GPUs, gloo for CPUs. Outside torchrun (srun, or variables set by
+    hand) the rendezvous store is made here so that an unreachable MASTER_ADDR or a missing rank is exit 2
+    after LMTOOL_RENDEZVOUS_TIMEOUT seconds, while collectives keep their long timeout."""
+    if not env.enabled or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict = {"device_id": device} if device.type == "cuda" else {}
+    if "TORCHELASTIC_RUN_ID" not in os.environ:  # torchrun's agent already ran the rendezvous
+        wait = launch_env.rendezvous_timeout()
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        try:
+            kwargs["store"] = dist.TCPStore(
+                addr, port, env.world_size, is_master=env.is_main, timeout=timedelta(seconds=wait)
+            )
+        except (RuntimeError, OSError) as exc:
+            raise LmtoolError(
+                f"rendezvous at MASTER_ADDR={addr} MASTER_PORT={port} failed within {wait:g} s "
+                f"(rank {env.rank} of {env.world_size}): {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            ) from None
+        kwargs |= {"rank": env.rank, "world_size": env.world_size}
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=60), **kwargs)
 
 
 def shutdown() -> None:

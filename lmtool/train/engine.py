@@ -25,6 +25,7 @@ from lmtool.ownership import mark_run_dir
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
+from lmtool.train.deadline import Deadline
 from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
     MetricsSink,
@@ -43,6 +44,7 @@ from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_
 from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
+from lmtool.train.requeue import clear_marker, write_marker
 from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.signals import StopRequest, ignore_stop_signals
 
@@ -112,6 +114,7 @@ class Trainer:
         self._remeasure_after = 0.0  # monotonic time before which the CPU peak is not measured again
         self.sink: MetricsSink | None = None
         self._saved_step: int | None = None
+        self.deadline = Deadline.from_config(self.cfg.stop_before, self.cfg.deadline)
 
     # ------------------------------------------------------------------ the loop
 
@@ -143,6 +146,7 @@ class Trainer:
                 state.step += 1
                 state.samples_seen += plan.global_batch
                 state.tokens_seen += tokens
+                self.deadline.step_done()
                 window.add(loss_sum, targets, tokens)
                 bar.update(completed=state.step)
 
@@ -160,8 +164,11 @@ class Trainer:
                 # The step in progress at the signal is saved (torchrun: the vote in _accumulate decides).
                 if stop_votes or (stop.requested and not self.env.enabled):
                     self._save()
+                    reason = stop.signal_name or ("time limit" if self.deadline.near() else "stop signal")
+                    if self.env.is_main:
+                        write_marker(self.run_dir, reason, state.step)
                     raise Preempted(
-                        f"{stop.signal_name or 'stop signal'}: saved checkpoint at step {state.step}; "
+                        f"{reason}: saved checkpoint at step {state.step}; "
                         "rerun the same command to resume (exit code 3 = requeue)"
                     )
         self._evaluate()
@@ -184,7 +191,7 @@ class Trainer:
             local[0] += loss.detach().to(local.dtype) * count
             local[1] += count
             local[2] += tokens
-        local[3] = float(stop.requested)
+        local[3] = float(stop.requested or self.deadline.near())
         total = distributed.all_reduce_sum(local).tolist()
         return total[0], int(total[1]), int(total[2]), total[3] > 0
 
@@ -318,7 +325,7 @@ class Trainer:
             torch.distributed.all_gather_object(per_rank, rng)
         else:
             per_rank = [rng]
-        failure = None
+        failure, started = None, time.monotonic()
         if self.env.is_main:
             try:
                 self._write_checkpoint(per_rank)
@@ -326,6 +333,7 @@ class Trainer:
                 failure = exc
         if distributed.any_rank(failure is not None, self.device):
             raise failure or LmtoolError(f"rank 0 could not save the checkpoint of step {state.step}")
+        self.deadline.saved(time.monotonic() - started)
 
     def _write_checkpoint(self, rng_per_rank: list) -> None:
         state = self.state
@@ -376,6 +384,7 @@ class Trainer:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             mark_run_dir(self.run_dir)
+            clear_marker(self.run_dir)
             (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
             metrics = self.run_dir / "metrics.jsonl"
             if self.resume_from is not None:
