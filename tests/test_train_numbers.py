@@ -3,16 +3,13 @@ several processes, and fp16 loss scaling."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
+import torch
 
 from lmtool.config import TrainConfig, load_config
 from lmtool.errors import ConfigError
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
-from lmtool.train.distributed import DistEnv
-from lmtool.train.engine import Trainer
 from lmtool.train.optim import WarmupDecay, resolve_warmup
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
@@ -87,15 +84,15 @@ def test_config_error_names_the_two_warmup_keys(tmp_path, clm_data):
 
 
 def test_mfu_of_a_multi_process_job_is_against_the_peak_of_all_its_processes():
-    from lmtool.train.metrics import model_flops_utilization
+    from lmtool.train.metrics import MfuMeter, model_flops_utilization
 
     peak, per_token = 989e12, 1e9
     job_tokens_per_s = 8 * 0.4 * peak / per_token  # 8 GPUs, each at 40% of its peak
     assert model_flops_utilization(job_tokens_per_s, per_token, peak, processes=8) == pytest.approx(0.4)
     assert model_flops_utilization(0.4 * peak / per_token, per_token, peak, processes=1) == pytest.approx(0.4)
-    # What the trainer of one of 8 ranks logs (rank 0 knows only its own device's peak).
-    rank0 = SimpleNamespace(flops_per_token=per_token, peak=peak, env=DistEnv(rank=0, world_size=8))
-    assert Trainer._mfu(rank0, job_tokens_per_s) == pytest.approx(0.4)
+    # What rank 0 of 8 logs (it knows only its own device's peak).
+    meter = MfuMeter(per_token, peak, processes=8, device=torch.device("cuda"), dtype=torch.bfloat16)
+    assert meter(job_tokens_per_s) == pytest.approx(0.4)
 
 
 @pytest.fixture

@@ -29,13 +29,12 @@ from lmtool.train.deadline import Deadline
 from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
     MetricsSink,
+    MfuMeter,
     TrainWindow,
     eval_line,
     flops_per_token,
     memory_gb,
-    model_flops_utilization,
     peak_flops,
-    remeasure_cpu_peak,
     train_line,
     truncate_metrics,
 )
@@ -110,8 +109,7 @@ class Trainer:
         self.strategy = distributed.strategy_for(env)
         self.model = self.strategy.wrap(self.model, device)
         self.flops_per_token = flops_per_token(model, sequence_length)
-        self.peak: float | None = None
-        self._remeasure_after = 0.0  # monotonic time before which the CPU peak is not measured again
+        self.mfu: MfuMeter | None = None  # rank 0's, once the run directory is open
         self.sink: MetricsSink | None = None
         self._saved_step: int | None = None
         self.deadline = Deadline.from_config(self.cfg.stop_before, self.cfg.deadline)
@@ -293,16 +291,9 @@ class Trainer:
         console.info(eval_line(metrics, state.step))
         return self.best.update(state, metrics)
 
-    def _mfu(self, tokens_per_s: float) -> float:
-        return model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.env.world_size)
-
     def _log_train(self, record: dict, bar) -> None:
-        if self.peak and record["tokens_per_s"]:
-            record["mfu"] = self._mfu(record["tokens_per_s"])
-            if record["mfu"] > 1.0 and self.device.type == "cpu" and time.monotonic() > self._remeasure_after:
-                self.peak = remeasure_cpu_peak(self.precision.compute_dtype)
-                self._remeasure_after = time.monotonic() + 60.0  # at most once a minute on a busy machine
-                record["mfu"] = self._mfu(record["tokens_per_s"])
+        if self.mfu and record["tokens_per_s"]:
+            record["mfu"] = self.mfu(record["tokens_per_s"])
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
@@ -393,7 +384,10 @@ class Trainer:
                 metrics.unlink()
             tensorboard = self.run_dir / "tensorboard" if self.config.logging.tensorboard else None
             self.sink = MetricsSink(metrics, tensorboard)
-            self.peak = peak_flops(self.device, self.precision.compute_dtype)
+            dtype = self.precision.compute_dtype
+            peak = peak_flops(self.device, dtype)
+            if peak:
+                self.mfu = MfuMeter(self.flops_per_token, peak, self.env.world_size, self.device, dtype)
         distributed.barrier()
 
     def _announce(self) -> None:

@@ -220,6 +220,24 @@ def model_flops_utilization(
     return tokens_per_s * flops_per_token / (peak * processes)
 
 
+class MfuMeter:
+    """MFU of the job from its tokens/s. On CPU the peak is measured again (at most once a minute) when MFU
+    comes out above 100%: a start-up figure taken while other processes held the cores is too low."""
+
+    def __init__(self, flops_per_token: float, peak: float, processes: int, device: torch.device, dtype):
+        self.flops_per_token, self.peak, self.processes = flops_per_token, peak, processes
+        self.device, self.dtype = device, dtype
+        self._remeasure_after = 0.0  # monotonic time before which the CPU peak is not measured again
+
+    def __call__(self, tokens_per_s: float) -> float:
+        mfu = model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.processes)
+        if mfu > 1.0 and self.device.type == "cpu" and time.monotonic() > self._remeasure_after:
+            self.peak = remeasure_cpu_peak(self.dtype)
+            self._remeasure_after = time.monotonic() + 60.0
+            mfu = model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak, self.processes)
+        return mfu
+
+
 def memory_gb(device: torch.device) -> float:
     """Peak memory: GPU allocator peak on CUDA, peak resident set size of the process on CPU."""
     if device.type == "cuda":
