@@ -18,21 +18,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--max-length", type=int, required=True)
-    parser.add_argument("--stride", type=int, required=True)
-    args = parser.parse_args()
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    with open(args.data, encoding="utf-8") as f:
-        encodings = tokenizer(f.read(), return_tensors="pt")
+def fixed_length_perplexity(model_dir: str, text: str, max_length: int, stride: int) -> tuple[float, int]:
+    """(perplexity, scored tokens) of `text` by the recipe, with plain transformers (no lmtool code)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    encodings = AutoTokenizer.from_pretrained(model_dir)(text, return_tensors="pt")
     seq_len = encodings.input_ids.size(1)
     nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
-    for begin_loc in range(0, seq_len, args.stride):
-        end_loc = min(begin_loc + args.max_length, seq_len)
+    for begin_loc in range(0, seq_len, stride):
+        end_loc = min(begin_loc + max_length, seq_len)
         trg_len = end_loc - prev_end_loc  # may differ from stride on the last loop
         input_ids = encodings.input_ids[:, begin_loc:end_loc]
         target_ids = input_ids.clone()
@@ -47,7 +40,19 @@ def main() -> None:
         prev_end_loc = end_loc
         if end_loc == seq_len:
             break
-    print(json.dumps({"perplexity": math.exp(nll_sum / n_tokens), "tokens": n_tokens}))
+    return math.exp(nll_sum / n_tokens), n_tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--max-length", type=int, required=True)
+    parser.add_argument("--stride", type=int, required=True)
+    args = parser.parse_args()
+    with open(args.data, encoding="utf-8") as f:
+        perplexity, tokens = fixed_length_perplexity(args.model, f.read(), args.max_length, args.stride)
+    print(json.dumps({"perplexity": perplexity, "tokens": tokens}))
 
 
 if __name__ == "__main__":

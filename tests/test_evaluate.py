@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.conftest import SHARED_DATA, assert_usage_error
+from tests.conftest import ROOT, SHARED_DATA, assert_usage_error
 from tests.eval_fixtures import corpus, run_inproc, save_causal_model, save_masked_model, save_processed
 
 BLOCK = 32
@@ -267,32 +267,16 @@ def test_preprocess_records_the_tokenizer_fingerprint(tmp_path):
 
 
 def hf_fixed_length_perplexity(model_dir, text: str, max_length: int, stride: int) -> tuple[float, int]:
-    """The Hugging Face "Perplexity of fixed-length models" recipe, token-weighted, with plain transformers:
-    (perplexity, scored tokens)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The Hugging Face "Perplexity of fixed-length models" recipe, token-weighted, with plain transformers
+    (scripts/hf_perplexity_recipe.py, which imports no lmtool code): (perplexity, scored tokens)."""
+    import importlib.util
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    encodings = AutoTokenizer.from_pretrained(model_dir)(text, return_tensors="pt")
-    seq_len = encodings.input_ids.size(1)
-    nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
-    for begin_loc in range(0, seq_len, stride):
-        end_loc = min(begin_loc + max_length, seq_len)
-        trg_len = end_loc - prev_end_loc
-        input_ids = encodings.input_ids[:, begin_loc:end_loc]
-        target_ids = input_ids.clone()
-        target_ids[:, :-trg_len] = -100
-        with torch.no_grad():
-            loss = model(input_ids, labels=target_ids).loss
-        # The labels the model scores after its shift. The docs write `(target_ids != -100).sum() - batch_size`,
-        # the same for the first window but one short for each later one when stride < max_length.
-        num_valid_tokens = (target_ids[:, 1:] != -100).sum().item()
-        nll_sum += loss.item() * num_valid_tokens
-        n_tokens += num_valid_tokens
-        prev_end_loc = end_loc
-        if end_loc == seq_len:
-            break
-    return math.exp(nll_sum / n_tokens), n_tokens
+    spec = importlib.util.spec_from_file_location(
+        "hf_perplexity_recipe", ROOT / "scripts" / "hf_perplexity_recipe.py"
+    )
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe.fixed_length_perplexity(model_dir, text, max_length, stride)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from lmtool import __version__, console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
-from lmtool.ownership import mark_run_dir
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
@@ -36,15 +35,15 @@ from lmtool.train.metrics import (
     memory_gb,
     peak_flops,
     train_line,
-    truncate_metrics,
 )
 from lmtool.train.model_files import ModelFiles
 from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
 from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
-from lmtool.train.requeue import clear_marker, write_marker
+from lmtool.train.requeue import write_marker
 from lmtool.train.resume_settings import warn_changed_settings
+from lmtool.train.rundir import open_run_dir
 from lmtool.train.signals import StopRequest, ignore_stop_signals
 
 
@@ -126,7 +125,6 @@ class Trainer:
         self._open_run_dir()
         if self.env.is_main:
             checkpoint.start_lineage(self.run_dir, self.resume_from)
-        self._announce()
         self.model.train()
         window = TrainWindow(state)
         with (
@@ -373,29 +371,20 @@ class Trainer:
 
     def _open_run_dir(self) -> None:
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            mark_run_dir(self.run_dir)
-            clear_marker(self.run_dir)
-            (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
-            metrics = self.run_dir / "metrics.jsonl"
-            if self.resume_from is not None:
-                truncate_metrics(metrics, self.state.step)
-            elif metrics.exists():
-                metrics.unlink()
-            tensorboard = self.run_dir / "tensorboard" if self.config.logging.tensorboard else None
-            self.sink = MetricsSink(metrics, tensorboard)
+            resumed_step = self.state.step if self.resume_from is not None else None
+            self.sink = open_run_dir(
+                self.run_dir, dump_config(self.config), resumed_step, self.config.logging.tensorboard
+            )
             dtype = self.precision.compute_dtype
             peak = peak_flops(self.device, dtype)
             if peak:
                 self.mfu = MfuMeter(self.flops_per_token, peak, self.env.world_size, self.device, dtype)
-        distributed.barrier()
-
-    def _announce(self) -> None:
-        console.info(
-            describe(
-                self.plan, self.raw_model, self.env.world_size, self.device, self.precision, self.compiled
+            console.info(
+                describe(
+                    self.plan, self.raw_model, self.env.world_size, self.device, self.precision, self.compiled
+                )
             )
-        )
+        distributed.barrier()
 
     def _write_final(self) -> Path:
         """final/ in place on every rank, or the same error on all (rank 0 writes it)."""

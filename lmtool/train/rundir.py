@@ -14,6 +14,8 @@ from lmtool.config import Config
 from lmtool.errors import LmtoolError
 from lmtool.runlock import DirLock
 from lmtool.train import distributed
+from lmtool.train.metrics import MetricsSink, truncate_metrics
+from lmtool.train.requeue import clear_marker
 
 
 @contextlib.contextmanager
@@ -56,3 +58,18 @@ def check_run_dir(config: Config, run_dir: Path, overwrite: bool) -> None:
         inputs |= {f"data.validation_sources.{i}.path": s.path for i, s in enumerate(data.validation_sources)}
         inputs |= {f"data.test_sources.{i}.path": s.path for i, s in enumerate(data.test_sources)}
         ownership.check_removable(run_dir, "run.output_dir", inputs)
+
+
+def open_run_dir(run_dir: Path, config_yaml: str, resumed_step: int | None, tensorboard: bool) -> MetricsSink:
+    """Rank 0's start of a run: the directory with its marker and resolved config.yaml, metrics.jsonl cut
+    back to the resumed step (or started anew), and the sink that appends to it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ownership.mark_run_dir(run_dir)
+    clear_marker(run_dir)
+    (run_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
+    metrics = run_dir / "metrics.jsonl"
+    if resumed_step is not None:
+        truncate_metrics(metrics, resumed_step)
+    elif metrics.exists():
+        metrics.unlink()
+    return MetricsSink(metrics, run_dir / "tensorboard" if tensorboard else None)
