@@ -20,13 +20,13 @@ from lmtool.config.loader import dump_config, json_schema, load_config, parse_ov
 from lmtool.config.model import ModelConfig, check_arch
 from lmtool.config.references import check_references, looks_like_hub_id
 from lmtool.config.schema import Config
-from lmtool.config.train import MLMConfig, TrainConfig
+from lmtool.config.train import DistributedConfig, MLMConfig, TrainConfig
 from lmtool.config.yaml_io import yaml_load
 from lmtool.errors import ConfigError
 
 __all__ = [
     "CleanConfig", "Config", "ConllConfig", "ConfigError", "DataConfig", "Device", "EvaluateConfig", "FinetuneConfig", "GenerateConfig",
-    "LoggingConfig", "MLMConfig", "ModelConfig", "Precision", "RunConfig", "Section", "SourceConfig",
+    "DistributedConfig", "LoggingConfig", "MLMConfig", "ModelConfig", "Precision", "RunConfig", "Section", "SourceConfig",
     "TokenizerConfig", "TokenizerTrainConfig", "TrainConfig", "check_arch", "check_references",
     "dump_config", "json_schema", "load_config", "looks_like_hub_id", "parse_override", "yaml_load",
 ]  # fmt: skip

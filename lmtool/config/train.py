@@ -47,6 +47,26 @@ class MLMConfig(Section):
         return self
 
 
+class DistributedConfig(Section):
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: replicated weights, all-reduced gradients; fsdp: FSDP2 (fully_shard per transformer block), weights, gradients and optimizer state sharded across ranks, sharded checkpoints.",
+    )
+    timeout: Duration = Field(
+        3600,
+        gt=0,
+        description="A collective that waits longer than this (seconds, or 30m, 1h) ends the job with a message naming the step.",
+    )
+    reshard_after_forward: bool = Field(
+        True,
+        description="fsdp: free the gathered weights of a block after its forward (less memory, one more all-gather in backward).",
+    )
+    reduce_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="fsdp: dtype of the gradient reduce-scatter when parameters are kept in bf16 (fp32 = exact sums).",
+    )
+
+
 class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Sequences per device per micro-step.")
     global_batch_size: int | None = Field(
@@ -146,6 +166,13 @@ class TrainConfig(Section):
         description="The job's end as an ISO date-time, for stop_before outside SLURM (e.g. 2026-12-01T18:00).",
     )
     device: Device = Field("auto", description="Training device; auto = cuda if available, else cpu.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Multi-process training: strategy and timeouts."
+    )
+    async_checkpoint: bool = Field(
+        False,
+        description="Write sharded (fsdp) checkpoints in the background with torch.distributed.checkpoint.async_save, so the step loop is not blocked.",
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     mlm: MLMConfig = Field(default_factory=MLMConfig, description="Masking for the mlm objective.")
 
