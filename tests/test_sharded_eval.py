@@ -228,3 +228,48 @@ def test_every_evaluator_merges_per_batch_states_into_the_one_pass_result():
         merged = task.evaluator()
         merged.merge(states)
         assert merged.compute() == whole.compute(), task.name
+
+
+def test_an_evaluation_error_on_another_rank_is_raised_on_rank_0_naming_that_rank(monkeypatch):
+    """What each rank sends must unpickle on rank 0 (a ConfigError does not: it is sent as its message)."""
+    import pickle
+
+    from lmtool.config import ConfigError
+    from lmtool.errors import LmtoolError
+    from lmtool.train import sharded_eval
+    from lmtool.train.distributed import DistEnv
+    from lmtool.train.precision import Precision
+
+    class Task:
+        collate = staticmethod(lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows])})
+
+        def evaluator(self):
+            raise ConfigError("finetune.qa", "cannot evaluate", has_value=False)
+
+    sent = []
+
+    def gather(obj, env):  # rank 1 sends; rank 0 receives what it sent
+        sent.append(pickle.loads(pickle.dumps(obj)))
+        return None if env.rank else [(None, []), sent[0]]
+
+    monkeypatch.setattr(sharded_eval, "_gather_on_main", gather)
+    model, cpu, fp32 = torch.nn.Linear(1, 1), torch.device("cpu"), Precision("fp32", "cpu")
+    data = _Columns({"input_ids": [[1, 2]] * 4})
+    with pytest.raises(ConfigError, match="finetune.qa: cannot evaluate"):
+        sharded_eval.sharded_metrics(model, Task(), data, 2, None, DistEnv(1, 2), cpu, fp32)
+    no_batches = _Columns({"input_ids": []})  # rank 0 scores nothing itself: the error is rank 1's
+    with pytest.raises(LmtoolError, match=r"^finetune.qa: cannot evaluate \(rank 1\)$"):
+        sharded_eval.sharded_metrics(model, Task(), no_batches, 2, None, DistEnv(0, 2), cpu, fp32)
+
+
+class _Columns:
+    """A dataset of columns, indexed by a list of rows as datasets.Dataset is."""
+
+    def __init__(self, columns: dict):
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, indices):
+        return {k: [v[i] for i in indices] for k, v in self.columns.items()}

@@ -59,14 +59,15 @@ def sharded_metrics(
         failure = exc
     finally:
         model.train()
-    gathered = _gather_on_main((failure, parts), env)
+    # The message, not the exception: LmtoolError subclasses with more arguments do not unpickle.
+    gathered = _gather_on_main((None if failure is None else str(failure), parts), env)
     if failure is not None:
         raise failure
     if gathered is None:
         return None
-    for rank_failure, _ in gathered:
-        if rank_failure is not None:
-            raise rank_failure
+    for rank, (message, _) in enumerate(gathered):
+        if message is not None:
+            raise LmtoolError(f"{message} (rank {rank})")
     merged = task.evaluator()
     merged.merge([state for _, state in sorted((p for _, ps in gathered for p in ps), key=lambda p: p[0])])
     return merged.compute()
