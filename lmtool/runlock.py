@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from lmtool.errors import LmtoolError
@@ -22,29 +23,46 @@ def lock_path(directory: Path) -> Path:
     return directory.parent / f".{directory.name}.lock"
 
 
-class DirLock:
-    """Context manager holding the lock of `directory`; a second holder gets exit 2 naming the first."""
+class LockBusy(LmtoolError):
+    """Another process holds the lock; `holder` is its pid and host."""
 
-    def __init__(self, directory: Path, key: str):
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
+
+
+class DirLock:
+    """Context manager holding the lock of `directory`; a second holder gets exit 2 naming the first, or,
+    with `on_wait`, waits for it without a time limit (`on_wait(holder)` is called once, before waiting)."""
+
+    def __init__(self, directory: Path, key: str, on_wait: Callable[[str], None] | None = None):
         self.directory = Path(directory)
         self.key = key  # the config key naming the directory, for messages
         self.path = lock_path(self.directory)
+        self.on_wait = on_wait
         self._fd: int | None = None
 
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            announced = False
             while True:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     holder = _read_holder(fd)
-                    os.close(fd)
-                    raise LmtoolError(
-                        f"{self.key}: {self.directory} is in use by another lmtool process ({holder}); "
-                        "wait for it to finish or stop it"
-                    ) from None
+                    if self.on_wait is None:
+                        os.close(fd)
+                        raise LockBusy(
+                            f"{self.key}: {self.directory} is in use by another lmtool process ({holder}); "
+                            "wait for it to finish or stop it",
+                            holder,
+                        ) from None
+                    if not announced:
+                        self.on_wait(holder)
+                        announced = True
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # no time limit: the kernel drops a dead holder's lock
                 if _same_file(fd, self.path):
                     break
                 os.close(fd)  # the previous holder removed the file after we opened it: lock the new one

@@ -4,6 +4,7 @@ the processed data, the seeds."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import torch
 from lmtool import console
 from lmtool.config import Config, ConfigError
 from lmtool.errors import LmtoolError, Preempted
+from lmtool.runlock import DirLock, LockBusy
 from lmtool.train import checkpoint, distributed
 from lmtool.train.precision import resolve_device
 from lmtool.train.rundir import check_run_dir, run_dir_lock
@@ -22,16 +24,24 @@ from lmtool.train.rundir import check_run_dir, run_dir_lock
 Recipe = Callable[[Config, distributed.DistEnv, torch.device, bool], Path]
 
 
-def run_on_every_rank(config: Config, recipe: Recipe, overwrite: bool) -> Path:
+def run_on_every_rank(
+    config: Config, recipe: Recipe, overwrite: bool, checks: Callable[[Config], None] | None = None
+) -> Path:
     """Run `recipe` in this process (under torchrun: in each), inside its process group.
 
-    Rank 0 preprocesses and writes; all ranks train.
+    Before the group exists, every process runs the config `checks` and makes sure the processed data is
+    there (`processed_dir`), so that preprocessing, however long, is not under the collective timeout.
+    Then all ranks train; rank 0 writes.
     """
     env = distributed.read_env()
     device = resolve_device(config.train.device, env.local_rank)
+    check_output_dir(Path(config.run.output_dir))  # before the lock, which lives beside it
+    if checks is not None:
+        checks(config)
+    check_run_dir(config, Path(config.run.output_dir), overwrite)  # refused before preprocessing, too
+    processed_dir(config)
     distributed.init(env, device)
     try:
-        check_output_dir(Path(config.run.output_dir))  # before the lock, which lives beside it
         with run_dir_lock(Path(config.run.output_dir), env, device):
             result = recipe(config, env, device, overwrite)
     except (LmtoolError, Preempted):
@@ -66,16 +76,33 @@ def check_output_dir(run_dir: Path) -> None:
             return
 
 
-def processed_dir(config: Config, env: distributed.DistEnv) -> Path:
-    """The processed data directory, made by rank 0 first if it does not exist yet."""
-    processed = Path(config.data.processed_dir)
-    if not processed.exists():
-        if env.is_main:
-            from lmtool.data.preprocess import run_preprocess
+def processed_dir(config: Config) -> Path:
+    """data.processed_dir, preprocessed first if it does not exist. Every process of the job calls this
+    before the process group exists; the lock file beside processed_dir (on the shared filesystem, so
+    across nodes too) lets the first one preprocess while the others wait for it without a time limit and
+    then find the directory made. If it fails, the directory is not made and the waiting processes exit 2
+    naming it (its error is in its own output) rather than preprocess again, one after the other."""
+    processed = Path(os.path.expanduser(config.data.processed_dir))
+    if processed.exists():
+        return processed
+    from lmtool.data.preprocess import run_preprocess
 
-            console.info(f"{processed} does not exist: preprocessing first")
-            run_preprocess(config)
-        distributed.barrier()
+    console.info(f"{processed} does not exist: preprocessing first")
+    try:
+        return run_preprocess(config)
+    except LockBusy as busy:
+        holder = busy.holder
+    with DirLock(
+        processed,
+        "data.processed_dir",
+        on_wait=lambda h: console.info(f"waiting for {h} to preprocess {processed}"),
+    ):
+        pass  # taken once its holder is done
+    if not processed.exists():
+        raise LmtoolError(
+            f"data.processed_dir: {holder}, which was preprocessing {processed}, ended without making it "
+            "(its error is in its own output); fix that and run again"
+        )
     return processed
 
 

@@ -42,17 +42,23 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
         from lmtool.finetune.lora import require_peft
 
         require_peft()
-    return run_on_every_rank(config, _finetune, overwrite)
+    return run_on_every_rank(config, _finetune, overwrite, checks=_checks)
+
+
+def _checks(config: Config) -> None:
+    """The model to fine-tune, refused before any preprocessing or training time is spent."""
+    from lmtool.finetune.heads import check_model
+
+    check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
 
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
-    from lmtool.finetune.heads import check_model, freeze, layer_lr_scale, load_for_task
+    from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
     from lmtool.tasks import make_finetune_task
     from lmtool.train.engine import Trainer
 
-    check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
     resume_from = open_run(config, env, overwrite)
-    processed = processed_dir(config, env)
+    processed = processed_dir(config)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
     refuse_stale(processed, config, device)
     ft = config.finetune

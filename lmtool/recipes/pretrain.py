@@ -23,21 +23,26 @@ from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precisi
 
 def run_pretrain(config: Config, *, overwrite: bool = False) -> Path:
     """Train as the config says and return the final model directory."""
-    return run_on_every_rank(config, _pretrain, overwrite)
+    return run_on_every_rank(config, _pretrain, overwrite, checks=_checks)
+
+
+def _checks(config: Config) -> None:
+    """Settings that would fail later, refused before any preprocessing or training time is spent."""
+    from lmtool.model_check import check_model_config
+    from lmtool.pairing import check_init_from
+
+    check_model_config(config)
+    check_init_from(config)
 
 
 def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
-    from lmtool.model_check import check_model_config
     from lmtool.models import build_model
-    from lmtool.pairing import check_init_from, check_pairing
+    from lmtool.pairing import check_pairing
     from lmtool.tasks import make_task
     from lmtool.train.engine import Trainer
 
-    # Settings that would fail later are refused before any preprocessing or training time is spent.
-    check_model_config(config)
-    check_init_from(config)
     resume_from = open_run(config, env, overwrite)
-    processed = processed_dir(config, env)
+    processed = processed_dir(config)
     tokenizer, train_data, eval_data = load_processed(processed, config)
     refuse_stale(processed, config, device)
     check_pairing(config, tokenizer, f"the tokenizer in {processed / 'tokenizer'}")

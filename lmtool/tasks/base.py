@@ -10,7 +10,15 @@ import torch
 
 
 class Evaluator(Protocol):
+    """Accumulates a split batch by batch. `state()` is what it accumulated, picklable, and `merge(states)`
+    adds such states, in batch order, into this one: how ranks that each evaluated a share of the batches
+    (train/sharded_eval.py) get the metrics of one process that evaluated them all."""
+
     def update(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None: ...
+
+    def state(self) -> object: ...
+
+    def merge(self, states: Sequence[object]) -> None: ...
 
     def compute(self) -> dict[str, float]: ...
 
@@ -53,6 +61,15 @@ class TokenLossEvaluator:
         self.nll += float(nll)
         self.count += int(count)
         self.correct += int(correct)
+
+    def state(self) -> tuple[float, int, int]:
+        return self.nll, self.count, self.correct
+
+    def merge(self, states: Sequence[tuple[float, int, int]]) -> None:
+        for nll, count, correct in states:
+            self.nll += nll
+            self.count += count
+            self.correct += correct
 
     def compute(self) -> dict[str, float]:
         loss = self.nll / max(self.count, 1)

@@ -101,6 +101,15 @@ class ClassificationEvaluator:
         self.gold.extend(gold.tolist())
         self.predicted.extend(predicted.tolist())
 
+    def state(self) -> tuple[float, list, list]:
+        return self.loss_sum, self.gold, self.predicted
+
+    def merge(self, states: Sequence[tuple[float, list, list]]) -> None:
+        for loss_sum, gold, predicted in states:
+            self.loss_sum += loss_sum
+            self.gold.extend(gold)
+            self.predicted.extend(predicted)
+
     def compute(self) -> dict:
         examples = len(self.gold)
         metrics = {"loss": self.loss_sum / max(examples, 1), "examples": examples}

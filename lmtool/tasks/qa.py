@@ -101,6 +101,15 @@ class QAEvaluator:
         for row, window in enumerate(batch["window"].tolist()):
             self.windows[window] = (starts[row, : lengths[row]], ends[row, : lengths[row]])
 
+    def state(self) -> tuple[float, dict]:
+        """The window loss sum and every window's logits: the answers need all windows of a question."""
+        return self.nll, self.windows
+
+    def merge(self, states: Sequence[tuple[float, dict]]) -> None:
+        for nll, windows in states:
+            self.nll += nll
+            self.windows.update(windows)
+
     def compute(self) -> dict:
         ref, cfg = self.reference, self.cfg
         per_question: dict[int, list[Window]] = {}

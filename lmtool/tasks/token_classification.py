@@ -82,6 +82,19 @@ class TokenClassificationEvaluator:
                 if gold != IGNORE and word >= 0 and word not in words:  # the word's first labeled sub-token
                     words[word] = (gold, predicted[row][position])
 
+    def state(self) -> tuple[float, int, dict]:
+        return self.nll, self.tokens, self.words
+
+    def merge(self, states: Sequence[tuple[float, int, dict]]) -> None:
+        """As if `update` had seen the batches in this order: a word keeps its first window's tags."""
+        for nll, tokens, words in states:
+            self.nll += nll
+            self.tokens += tokens
+            for example, tags in words.items():
+                known = self.words.setdefault(example, {})
+                for word, pair in tags.items():
+                    known.setdefault(word, pair)
+
     def compute(self) -> dict:
         gold, predicted = [], []
         for example in sorted(self.words):

@@ -92,16 +92,18 @@ class OrderedView(Dataset):
         return self.n
 
 
-def eval_batches(dataset, batch_size: int, max_batches: int | None, collate, device) -> Iterator[dict]:
-    """The first `max_batches` batches (all when None) of `dataset` in order, collated, on `device`."""
-    limit = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
-    for first in range(0, limit, batch_size):
-        indices = list(range(first, min(first + batch_size, limit)))
-        columns = dataset[indices]
-        rows = [
-            {**{k: v[i] for k, v in columns.items()}, "sample_id": index} for i, index in enumerate(indices)
-        ]
-        yield {k: v.to(device) for k, v in collate(rows).items()}
+def eval_batch_count(examples: int, batch_size: int, max_batches: int | None) -> int:
+    """How many validation batches one process evaluates: all of the split, or the first `max_batches`."""
+    batches = -(-examples // batch_size)
+    return batches if max_batches is None else min(batches, max_batches)
+
+
+def eval_batch(dataset, batch_size: int, index: int, collate, device) -> dict:
+    """Validation batch `index` of `dataset` in order (rows index * batch_size on), collated, on `device`."""
+    indices = list(range(index * batch_size, min((index + 1) * batch_size, len(dataset))))
+    columns = dataset[indices]
+    rows = [{**{k: v[i] for k, v in columns.items()}, "sample_id": row} for i, row in enumerate(indices)]
+    return {k: v.to(device) for k, v in collate(rows).items()}
 
 
 class RankBatches:

@@ -23,7 +23,7 @@ from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
-from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches, eval_batches
+from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches
 from lmtool.train.deadline import Deadline
 from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
@@ -44,6 +44,7 @@ from lmtool.train.progress import Progress
 from lmtool.train.requeue import write_marker
 from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.rundir import open_run_dir
+from lmtool.train.sharded_eval import sharded_metrics
 from lmtool.train.signals import StopRequest, ignore_stop_signals
 
 
@@ -248,22 +249,21 @@ class Trainer:
     # ------------------------------------------------------------------ eval, logging, saving
 
     def _evaluate(self) -> None:
-        """Validation metrics on rank 0; all ranks then learn whether it failed, found a new best or ran out
-        of patience. With keep_best a new best is saved at once, so the best checkpoint exists whether or not
-        the eval falls on a save step."""
-        failure, improved, exhausted = None, False, False
-        if self.env.is_main:
-            try:
-                improved = self._validate()
-            except LmtoolError as exc:
-                failure = exc
-            exhausted = self.best.exhausted(self.state)
+        """Validation metrics (every rank evaluates its share); all ranks then learn whether it failed, found
+        a new best or ran out of patience (rank 0 decides). With keep_best a new best is saved at once, so
+        the best checkpoint exists whether or not the eval falls on a save step."""
+        failure, improved = None, False
+        try:
+            improved = self._validate()
+        except LmtoolError as exc:
+            failure = exc
+        exhausted = self.env.is_main and self.best.exhausted(self.state)
         flags = torch.tensor(
             [failure is not None, improved, exhausted], dtype=torch.float32, device=self.device
         )
         failed, improved, exhausted = (v > 0 for v in distributed.all_reduce_sum(flags).tolist())
         if failed:
-            raise failure or LmtoolError(f"rank 0 could not evaluate step {self.state.step}")
+            raise failure or LmtoolError(f"another rank could not evaluate step {self.state.step}")
         if self.keep_best and improved:
             self._save()
         if exhausted and not self._stop_early and self.state.step < self.plan.total_steps:
@@ -271,20 +271,19 @@ class Trainer:
         self._stop_early = exhausted
 
     def _validate(self) -> bool:
-        """Rank 0: evaluate and log; return whether metric_for_best is a new best. A step is evaluated once: a
+        """Evaluate; rank 0 logs and returns whether metric_for_best is a new best. A step is evaluated once: a
         run killed after its final checkpoint but before final/ resumes with that eval already in the metrics."""
         state = self.state
-        if self.eval_data is None or len(self.eval_data) == 0 or self.sink.evaluated(state.step):
+        if self.eval_data is None or len(self.eval_data) == 0:
             return False
-        evaluator = self.task.evaluator()
-        self.raw_model.eval()
-        with torch.no_grad(), self.precision.autocast():
-            for batch in eval_batches(
-                self.eval_data, self.cfg.batch_size, self.cfg.eval_batches, self.task.collate, self.device
-            ):
-                evaluator.update(self.raw_model, batch)
-        self.raw_model.train()
-        metrics = evaluator.compute()
+        if distributed.any_rank(self.env.is_main and self.sink.evaluated(state.step), self.device):
+            return False
+        metrics = sharded_metrics(
+            self.raw_model, self.task, self.eval_data, self.cfg.batch_size, self.cfg.eval_batches,
+            self.env, self.device, self.precision,
+        )  # fmt: skip
+        if metrics is None:  # not rank 0
+            return False
         self.sink.write({"type": "eval", "step": state.step, **metrics})  # nested values (per class) too
         console.info(eval_line(metrics, state.step))
         return self.best.update(state, metrics)
