@@ -1,0 +1,73 @@
+"""Sharded checkpoints (train.distributed.strategy fsdp) with torch.distributed.checkpoint (DCP).
+
+Each rank writes its shards of the model and optimizer state into `<checkpoint>/sharded/` (DCP files plus
+`.metadata`, which DCP's coordinator writes once every rank has written its part). The state dicts come
+from `get_state_dict` (parameter names, not positions), and DCP reshards on load, so a run resumes on
+another number of ranks, or on one process into a model that is not sharded at all.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+
+SHARDED = "sharded"
+
+
+def is_sharded(path: Path) -> bool:
+    return (Path(path) / SHARDED / ".metadata").is_file()
+
+
+def save(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    directory: Path,
+    *,
+    background: bool = False,
+    process_group: dist.ProcessGroup | None = None,
+) -> Future | None:
+    """All ranks: write this rank's shards into `directory`. With `background` the state is first staged
+    in memory and written by a thread: the returned future is done once every rank has written."""
+    state = _state(model, optimizer)
+    if background:
+        return dcp.async_save(state, checkpoint_id=str(directory), process_group=process_group)
+    dcp.save(state, checkpoint_id=str(directory))
+    return None
+
+
+def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """All ranks: model weights and optimizer moments of checkpoint `path`, resharded to this run's ranks."""
+    state = _state(model, optimizer)
+    dcp.load(state, checkpoint_id=str(Path(path) / SHARDED))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def load_model(model: torch.nn.Module, path: Path) -> None:
+    """All ranks: only the weights of checkpoint `path` (final_model best)."""
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=str(Path(path) / SHARDED))
+    set_model_state_dict(model, state["model"])
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """All ranks: the whole weights, gathered on CPU at rank 0 (empty elsewhere); None on one process,
+    where the model in memory is whole already."""
+    if not dist.is_initialized():
+        return None
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optimizer_state}
