@@ -58,8 +58,7 @@ class FSDPStrategy:
                 "reshard_after_forward": self.cfg.reshard_after_forward,
                 "mp_policy": policy,
             }
-            blocks = set(getattr(model, "_no_split_modules", None) or ())
-            units = [m for m in model.modules() if type(m).__name__ in blocks and m is not model]
+            units = shard_units(model)
             if not units:
                 console.info(
                     f"fsdp: {type(model).__name__} names no transformer block (_no_split_modules): "
@@ -80,3 +79,20 @@ class FSDPStrategy:
     def autocast(self) -> contextlib.AbstractContextManager:
         """None when the mixed-precision policy already computes in bf16 (the loss is taken in fp32)."""
         return contextlib.nullcontext() if self.cast_by_policy else self.precision.autocast()
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The submodules named in `_no_split_modules`, except those holding a weight tied to one outside them
+    (BERT's embeddings, tied to the MLM decoder): a tied weight must stay one parameter, in the root's unit."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    uses: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    tied = {key for key, count in uses.items() if count > 1}
+    return [
+        module
+        for module in model.modules()
+        if type(module).__name__ in names
+        and module is not model
+        and not any(id(p) in tied for p in module.parameters())
+    ]

@@ -41,22 +41,24 @@ def save(
     in memory and written by a thread: the returned future is done once every rank has written."""
     state = _state(model, optimizer)
     if background:
-        return dcp.async_save(state, checkpoint_id=str(directory), process_group=process_group)
-    dcp.save(state, checkpoint_id=str(directory))
+        return dcp.async_save(
+            state, checkpoint_id=str(directory), process_group=process_group, no_dist=_no_dist()
+        )
+    dcp.save(state, checkpoint_id=str(directory), no_dist=_no_dist())
     return None
 
 
 def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
     """All ranks: model weights and optimizer moments of checkpoint `path`, resharded to this run's ranks."""
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=str(Path(path) / SHARDED))
+    dcp.load(state, checkpoint_id=str(Path(path) / SHARDED), no_dist=_no_dist())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
 def load_model(model: torch.nn.Module, path: Path) -> None:
     """All ranks: only the weights of checkpoint `path` (final_model best)."""
     state = {"model": get_model_state_dict(model)}
-    dcp.load(state, checkpoint_id=str(Path(path) / SHARDED))
+    dcp.load(state, checkpoint_id=str(Path(path) / SHARDED), no_dist=_no_dist())
     set_model_state_dict(model, state["model"])
 
 
@@ -71,3 +73,8 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
 def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     model_state, optimizer_state = get_state_dict(model, optimizer)
     return {"model": model_state, "optimizer": optimizer_state}
+
+
+def _no_dist() -> bool:
+    """One process without a process group: DCP reads and writes all shards itself."""
+    return not dist.is_initialized()
