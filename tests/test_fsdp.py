@@ -195,6 +195,7 @@ def test_finetune_under_fsdp_runs_two_ranks_to_a_plain_final_model(tmp_path):
     assert proc.stdout.strip() == str(final)
     assert sorted(read_metrics(tmp_path / "run")) == list(range(1, 9))
     assert "accuracy" in read_metrics(tmp_path / "run", "eval")[8]
+    assert (tmp_path / "run" / "checkpoints" / "step-00000008" / "sharded" / ".metadata").is_file()
     classifier = AutoModelForSequenceClassification.from_pretrained(final)
     assert json.loads((final / "config.json").read_text())["architectures"] == [type(classifier).__name__]
 
