@@ -208,3 +208,13 @@ def test_async_checkpoint_without_fsdp_and_a_checkpoint_of_the_other_strategy_ar
     result = run_cli("pretrain", str(config), "--set", "train.max_steps=4",
                      "--set", "train.distributed.strategy=fsdp", env=ONE_THREAD)  # fmt: skip
     assert_usage_error(result, "train.distributed.strategy", "full (ddp) checkpoint")
+
+
+def test_one_process_fsdp_writes_sharded_checkpoints_that_inference_refuses_pointing_to_final(tmp_path, clm_data):
+    config = tiny_config(tmp_path, clm_data, max_steps=2, save_every=1, distributed={"strategy": "fsdp"})
+    run_pretrain(load_config(config))
+    saved = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert (saved / "sharded" / ".metadata").is_file() and checkpoint.verify(saved) is None
+    assert "sharded/.metadata" in json.loads((saved / checkpoint.MANIFEST).read_text())["files"]
+    for command in (["generate", "--model", str(saved)], ["predict", "--model", str(saved)]):
+        assert_usage_error(run_cli(*command, input="w1 w2\n"), "sharded", "final/")

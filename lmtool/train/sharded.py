@@ -8,6 +8,7 @@ another number of ranks, or on one process into a model that is not sharded at a
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -76,5 +77,10 @@ def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
 
 
 def _no_dist() -> bool:
-    """One process without a process group: DCP reads and writes all shards itself."""
+    """One process without a process group: DCP reads and writes all shards itself (and need not warn)."""
     return not dist.is_initialized()
+
+
+# DCP warns on every save and load by one process that this is what it assumes: it is what fsdp on one
+# process (a 2-rank checkpoint resumed on 1, say) means.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
