@@ -218,3 +218,20 @@ def test_one_process_fsdp_writes_sharded_checkpoints_that_inference_refuses_poin
     assert "sharded/.metadata" in json.loads((saved / checkpoint.MANIFEST).read_text())["files"]
     for command in (["generate", "--model", str(saved)], ["predict", "--model", str(saved)]):
         assert_usage_error(run_cli(*command, input="w1 w2\n"), "sharded", "final/")
+
+
+def test_shard_units_are_the_blocks_except_those_holding_a_tied_weight_and_fp16_is_refused():
+    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+    from lmtool.config import ConfigError, DistributedConfig
+    from lmtool.train.fsdp import FSDPStrategy, shard_units
+    from lmtool.train.precision import Precision
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=64, n_positions=32))
+    assert [type(m).__name__ for m in shard_units(gpt2)] == ["GPT2Block", "GPT2Block"]
+    bert = BertForMaskedLM(BertConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=32,
+                                      intermediate_size=64, vocab_size=64))  # fmt: skip
+    assert "BertEmbeddings" in bert._no_split_modules  # tied to the MLM decoder: left to the root
+    assert [type(m).__name__ for m in shard_units(bert)] == ["BertLayer", "BertLayer"]
+    with pytest.raises(ConfigError, match="train.precision"):
+        FSDPStrategy(DistributedConfig(strategy="fsdp"), Precision("fp16", "cuda"), 2)

@@ -268,8 +268,9 @@ class Trainer:
         self._stop_early = exhausted
 
     def _validate(self) -> bool:
-        """Rank 0: evaluate and log; return whether metric_for_best is a new best. A step is evaluated once: a
-        run killed after its final checkpoint but before final/ resumes with that eval already in the metrics."""
+        """Rank 0 (under fsdp every rank runs the forwards): evaluate and log; return whether metric_for_best is
+        a new best. A step is evaluated once: a run killed after its final checkpoint but before final/
+        resumes with that eval already in the metrics."""
         state = self.state
         done = self.sink is not None and self.sink.evaluated(state.step)
         if self.strategy.forward_on_every_rank:  # sharded weights: every rank joins every forward
