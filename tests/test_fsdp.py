@@ -117,7 +117,9 @@ def test_fsdp_steps_equal_ddp_steps_and_final_loads_in_plain_transformers(
 
 
 @pytest.mark.slow
-def test_a_sharded_checkpoint_resumes_on_two_ranks_and_on_one_and_async_saves_equal_sync_ones(tmp_path, clm_data):
+def test_a_sharded_checkpoint_resumes_on_two_ranks_and_on_one_and_async_saves_equal_sync_ones(
+    tmp_path, clm_data
+):
     """Uninterrupted (async saves) vs cut at step 4 (sync saves), resumed on 2 ranks and on 1 process with the
     same global batch: the same per-step losses within 1e-5 (fp32 sums over another split) and samples."""
     settings = {**STEPS, **CONSTANT, "max_steps": 8, "save_every": 2, "eval_every": 0}
@@ -131,7 +133,11 @@ def test_a_sharded_checkpoint_resumes_on_two_ranks_and_on_one_and_async_saves_eq
     saved_async, saved_sync = (_shards(d / "run" / "checkpoints" / "step-00000004") for d in (whole, cut))
     assert saved_async.keys() == saved_sync.keys() and any("optimizer.state" in k for k in saved_sync)
     for key, value in saved_sync.items():
-        same = torch.equal(value, saved_async[key]) if isinstance(value, torch.Tensor) else value == saved_async[key]
+        same = (
+            torch.equal(value, saved_async[key])
+            if isinstance(value, torch.Tensor)
+            else value == saved_async[key]
+        )
         assert same, key
     assert (
         checkpoint.load_trainer_state(whole / "run" / "checkpoints" / "step-00000004")["progress"]
@@ -155,7 +161,9 @@ def test_a_sharded_checkpoint_resumes_on_two_ranks_and_on_one_and_async_saves_eq
 
 @pytest.mark.slow
 def test_a_rank_killed_during_a_sharded_save_leaves_the_previous_checkpoint_as_the_latest(tmp_path, clm_data):
-    config = tiny_config(tmp_path, clm_data, batch_size=2, max_steps=6, save_every=2, distributed={"strategy": "fsdp"})
+    config = tiny_config(
+        tmp_path, clm_data, batch_size=2, max_steps=6, save_every=2, distributed={"strategy": "fsdp"}
+    )
     pidfile = tmp_path / "rank1.pid"
     env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1"}
     script = str(ROOT / "tests" / "fsdp_slow_save.py")
@@ -164,7 +172,8 @@ def test_a_rank_killed_during_a_sharded_save_leaves_the_previous_checkpoint_as_t
                                 cwd=ROOT, env=env, stdout=log, stderr=log)  # fmt: skip
     deadline = time.monotonic() + 120
     while not pidfile.exists() or not pidfile.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
+        log = (tmp_path / "killed.log").read_text()
+        assert proc.poll() is None and time.monotonic() < deadline, log[-3000:]
         time.sleep(0.2)
     os.kill(int(pidfile.read_text()), signal.SIGKILL)  # rank 1, while writing its shards of step 4
     assert proc.wait(timeout=120) != 0
@@ -210,7 +219,9 @@ def test_async_checkpoint_without_fsdp_and_a_checkpoint_of_the_other_strategy_ar
     assert_usage_error(result, "train.distributed.strategy", "full (ddp) checkpoint")
 
 
-def test_one_process_fsdp_writes_sharded_checkpoints_that_inference_refuses_pointing_to_final(tmp_path, clm_data):
+def test_one_process_fsdp_writes_sharded_checkpoints_that_inference_refuses_pointing_to_final(
+    tmp_path, clm_data
+):
     config = tiny_config(tmp_path, clm_data, max_steps=2, save_every=1, distributed={"strategy": "fsdp"})
     run_pretrain(load_config(config))
     saved = tmp_path / "run" / "checkpoints" / "step-00000002"
