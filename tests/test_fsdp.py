@@ -83,7 +83,9 @@ def test_fsdp_steps_equal_ddp_steps_and_final_loads_in_plain_transformers(
     runs = {}
     for strategy in ("ddp", "fsdp"):
         (tmp_path / strategy).mkdir()
+        # final/ = the best eval's weights, and the "best" is the worse loss: step 3's, not the last ones.
         config = tiny_config(tmp_path / strategy, data, objective=objective, arch=arch, **STEPS,
+                             final_model="best", greater_is_better=True,
                              distributed={"strategy": strategy})  # fmt: skip
         proc = _torchrun(config)
         assert proc.stdout.strip() == str(tmp_path / strategy / "run" / "final")
@@ -99,15 +101,19 @@ def test_fsdp_steps_equal_ddp_steps_and_final_loads_in_plain_transformers(
     for step in ddp_eval:
         assert fsdp_eval[step]["loss"] == pytest.approx(ddp_eval[step]["loss"], abs=1e-5)
 
-    # final/ is consolidated: plain transformers loads it, with the weights of the last sharded checkpoint.
-    assert (runs["fsdp"] / "checkpoints" / "step-00000006" / "sharded" / ".metadata").is_file()
+    # final/ is consolidated: plain transformers loads it, with the weights of the best sharded checkpoint.
+    saved = runs["fsdp"] / "checkpoints"
+    assert sorted(p.name for p in saved.iterdir()) == ["step-00000003", "step-00000006"]
+    assert (saved / "step-00000006" / "sharded" / ".metadata").is_file()
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     model = auto.from_pretrained(runs["fsdp"] / "final").eval()
     reference = auto.from_pretrained(runs["ddp"] / "final").eval()
-    shards = _shards(runs["fsdp"] / "checkpoints" / "step-00000006")
-    for name, tensor in model.state_dict().items():
-        if f".model.{name}" in shards:
-            assert torch.equal(tensor, shards[f".model.{name}"]), name
+    best, last = _shards(saved / "step-00000003"), _shards(saved / "step-00000006")
+    weights = {name: tensor for name, tensor in model.state_dict().items() if f".model.{name}" in best}
+    assert len(weights) >= len(model.state_dict()) - 2  # all but buffers (position ids, ...)
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, best[f".model.{name}"]), name
+    assert not all(torch.equal(tensor, last[f".model.{name}"]) for name, tensor in weights.items())
     ids = torch.arange(5, 21).reshape(2, 8)
     with torch.no_grad():
         logits, expected = model(input_ids=ids).logits, reference(input_ids=ids).logits

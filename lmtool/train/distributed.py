@@ -7,6 +7,7 @@ Without a launcher everything degrades to one process and the collectives are no
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,6 +81,7 @@ def init(env: DistEnv, device: torch.device) -> None:
 def shutdown() -> None:
     """Leave the process group in order: a barrier first (without it gloo ranks sometimes abort at teardown)."""
     if dist.is_initialized():
+        gc.collect()  # FSDP's modules (reference cycles) release their process group before it is destroyed
         with contextlib.suppress(Exception):
             dist.barrier()
         dist.destroy_process_group()
