@@ -215,6 +215,7 @@ def test_finetune_under_fsdp_runs_two_ranks_to_a_plain_final_model(tmp_path):
     assert json.loads((final / "config.json").read_text())["architectures"] == [type(classifier).__name__]
 
 
+@pytest.mark.slow
 def test_async_checkpoint_without_fsdp_and_a_checkpoint_of_the_other_strategy_are_refused(tmp_path, clm_data):
     config = tiny_config(tmp_path, clm_data, max_steps=2, async_checkpoint=True)
     assert_usage_error(run_cli("pretrain", str(config), env=ONE_THREAD), "train.async_checkpoint", "fsdp")
