@@ -64,9 +64,12 @@ class FSDPStrategy:
                     f"fsdp: {type(model).__name__} names no transformer block (_no_split_modules): "
                     "one shard unit for the whole model"
                 )
+            distinct = len(list(model.parameters()))  # a tied weight counts once
             for unit in units:
                 fully_shard(unit, **kwargs)
             fully_shard(model, **kwargs)  # the root: tied weights (embeddings, LM head) stay one parameter
+            if len(list(model.parameters())) != distinct:
+                raise RuntimeError("fully_shard untied a tied weight")
         return torch.compile(model) if compile else model
 
     def no_sync(self, model: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager:
