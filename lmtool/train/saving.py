@@ -215,18 +215,14 @@ class Saver:
     def restore(self, path: Path) -> None:
         """Model, optimizer moments, progress, scaler and RNG streams from checkpoint `path` (all ranks)."""
         t = self.t
-        if sharded.is_sharded(path) != self.sharded:
-            kind = "a sharded (fsdp)" if sharded.is_sharded(path) else "a full (ddp)"
-            raise ConfigError(
-                "train.distributed.strategy",
-                f"checkpoint {path} is {kind} checkpoint",
-                value=t.cfg.distributed.strategy,
-                hint="resume it with the strategy it was saved with",
-            )
         saved = checkpoint.load_trainer_state(path)
-        if self.sharded:
+        if sharded.is_sharded(path) or (self.sharded and t.env.enabled):
+            # DCP reads shards into any model, sharded or whole; a full checkpoint is sharded as it loads.
             own = [{k: v for k, v in group.items() if k != "params"} for group in t.optimizer.param_groups]
-            sharded.load(t.raw_model, t.optimizer, path)
+            if sharded.is_sharded(path):
+                sharded.load(t.raw_model, t.optimizer, path)
+            else:
+                sharded.load_full(t.raw_model, t.optimizer, path, saved["optimizer"])
             for group, settings in zip(t.optimizer.param_groups, own, strict=True):
                 group.update(settings)  # this config's lr, betas, eps and weight decay
         else:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -54,6 +55,28 @@ def load(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -
     state = _state(model, optimizer)
     dcp.load(state, checkpoint_id=str(Path(path) / SHARDED), no_dist=_no_dist())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def load_full(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path, optimizer_state: dict
+) -> None:
+    """All ranks: a full (ddp) checkpoint's safetensors and optimizer state into a sharded model. The saved
+    optimizer state numbers the parameters in param-group order, which this run's optimizer shares (the same
+    model and grouping): the numbers are turned into the parameter names that set_state_dict reads."""
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        weights.update(load_file(file))
+    names = {id(param): name for name, param in model.named_parameters()}
+    order = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    by_name = {
+        "state": {order[index]: state for index, state in optimizer_state["state"].items()},
+        "param_groups": [
+            {**group, "params": [order[index] for index in group["params"]]}
+            for group in optimizer_state["param_groups"]
+        ],
+    }
+    options = StateDictOptions(full_state_dict=True, strict=False)  # strict: tied weights are saved once
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=by_name, options=options)
 
 
 def load_model(model: torch.nn.Module, path: Path) -> None:
