@@ -6,6 +6,9 @@ rank 0 adds the trainer state and the manifest and renames it only after every r
 shards, so a checkpoint is complete only when the last rank has finished. With train.async_checkpoint the
 shards are written in the background; that save is completed before the next one starts and before the
 run ends, so a save still in flight when the process dies never becomes the latest checkpoint.
+
+Either kind resumes under either strategy: torch.distributed.checkpoint reads shards into a whole model
+as well as a sharded one, and a full checkpoint is sharded as it loads.
 """
 
 from __future__ import annotations
