@@ -256,6 +256,7 @@ def load_model(
     path = str(path)
     if not os.path.isdir(path) and not looks_like_hub_id(path):
         raise LmtoolError(f"model directory not found: {path}")
+    refuse_sharded_checkpoint(path)
     require_hub(path, key)
     if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
         raise LmtoolError(
@@ -282,6 +283,15 @@ def load_model(
     model = _from_pretrained(path, for_masked_lm, trust_remote_code, key=None)
     model.eval()
     return model, tokenizer
+
+
+def refuse_sharded_checkpoint(path: str) -> None:
+    """A sharded (fsdp) training checkpoint holds torch.distributed.checkpoint shards, not a model directory."""
+    if os.path.isdir(os.path.join(path, "sharded")) and not os.path.exists(os.path.join(path, "config.json")):
+        raise LmtoolError(
+            f"{path} is a sharded (train.distributed.strategy fsdp) training checkpoint, not a model directory: "
+            "use the run's final/ directory (a plain transformers model)"
+        )
 
 
 def _from_pretrained(name: str, masked: bool, trust_remote_code: bool, key: str | None) -> PreTrainedModel:

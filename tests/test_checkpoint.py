@@ -209,18 +209,18 @@ def test_a_full_disk_while_saving_exits_2_keeps_the_previous_checkpoint_and_leav
 def test_a_kill_between_the_last_checkpoint_and_final_does_not_repeat_the_final_eval(
     tmp_path, data, monkeypatch
 ):
-    from lmtool.train.engine import Trainer
+    from lmtool.train.saving import Saver
 
     config = load_config(tiny_config(tmp_path, data, max_steps=6))
-    real_write_final = Trainer._write_final
+    real_write_final = Saver.write_final
 
     def killed(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "_write_final", killed)
+    monkeypatch.setattr(Saver, "write_final", killed)
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(config)
-    monkeypatch.setattr(Trainer, "_write_final", real_write_final)
+    monkeypatch.setattr(Saver, "write_final", real_write_final)
     run_pretrain(config)
 
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -256,10 +256,10 @@ def test_an_evaluation_error_on_another_rank_is_raised_on_rank_0_naming_that_ran
     model, cpu, fp32 = torch.nn.Linear(1, 1), torch.device("cpu"), Precision("fp32", "cpu")
     data = _Columns({"input_ids": [[1, 2]] * 4})
     with pytest.raises(ConfigError, match="finetune.qa: cannot evaluate"):
-        sharded_eval.sharded_metrics(model, Task(), data, 2, None, DistEnv(1, 2), cpu, fp32)
+        sharded_eval.sharded_metrics(model, Task(), data, 2, None, DistEnv(1, 2), cpu, fp32.autocast)
     no_batches = _Columns({"input_ids": []})  # rank 0 scores nothing itself: the error is rank 1's
     with pytest.raises(LmtoolError, match=r"^finetune.qa: cannot evaluate \(rank 1\)$"):
-        sharded_eval.sharded_metrics(model, Task(), no_batches, 2, None, DistEnv(0, 2), cpu, fp32)
+        sharded_eval.sharded_metrics(model, Task(), no_batches, 2, None, DistEnv(0, 2), cpu, fp32.autocast)
 
 
 class _Columns:

@@ -171,7 +171,7 @@ class TrainConfig(Section):
     )
     async_checkpoint: bool = Field(
         False,
-        description="Write sharded (fsdp) checkpoints in the background with torch.distributed.checkpoint.async_save, so the step loop is not blocked.",
+        description="fsdp only (with ddp: exit 2): write the sharded checkpoints in the background with torch.distributed.checkpoint.async_save, so the step loop waits only while the state is copied to memory.",
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     mlm: MLMConfig = Field(default_factory=MLMConfig, description="Masking for the mlm objective.")

@@ -23,6 +23,7 @@ from transformers import (
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
 from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError
+from lmtool.models import refuse_sharded_checkpoint
 from lmtool.positions import PADDING_OFFSET_TYPES, max_positions
 from lmtool.train.precision import resolve_device
 
@@ -57,6 +58,7 @@ def load_predictor(path: str, device: str) -> Predictor:
     """The model at `path` in eval mode on `device`; exit 2 when it is no fine-tuned classifier."""
     if not os.path.isdir(path):
         raise LmtoolError(f"model directory not found: {path}")
+    refuse_sharded_checkpoint(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:

@@ -68,15 +68,17 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def write_dir(tmp: Path, final: Path, write: Callable[[Path], None], what: str) -> None:
-    """Run `write(tmp)`, fsync everything in it and swap it in at `final`.
+def write_dir(tmp: Path, final: Path, write: Callable[[Path], None], what: str, fresh: bool = True) -> None:
+    """Run `write(tmp)`, fsync everything in it and swap it in at `final`. With `fresh` false, `tmp` exists
+    already and holds what other processes wrote into it (the shards of a sharded checkpoint).
 
     On failure the temporary directory is removed at once (a full disk would otherwise stay full), the
     previous `final` is untouched, and a full disk is an LmtoolError naming `what` and the directory.
     """
-    shutil.rmtree(tmp, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
+        tmp.mkdir(parents=True, exist_ok=not fresh)
         write(tmp)
         fsync_tree(tmp.iterdir())
         fsync(tmp)

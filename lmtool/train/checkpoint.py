@@ -2,9 +2,10 @@
 
 A checkpoint `checkpoints/step-XXXXXXXX/` is a `save_pretrained` directory (safetensors, config,
 tokenizer) that plain `transformers` loads (a LoRA run's holds its adapter: see
-`lmtool.train.model_files`), plus `trainer_state.pt` (optimizer, scheduler, scaler, RNG states, data
-position, counters) and `checkpoint.json`, written last, listing every file with
-its size and sha256. It is written under a temporary name, fsynced, then renamed (see
+`lmtool.train.model_files`) or, under fsdp, a `sharded/` directory of torch.distributed.checkpoint
+files (model and optimizer: see `lmtool.train.sharded`), plus `trainer_state.pt` (optimizer unless
+sharded, scheduler, scaler, RNG states, data position, counters) and `checkpoint.json`, written last,
+listing every file with its size and sha256. It is written under a temporary name, fsynced, then renamed (see
 `lmtool.train.atomic`), so a crash mid-write leaves a `.tmp-*` directory that discovery ignores and
 the next start removes. A checkpoint is *complete* when every listed file has its recorded size (cheap:
 retention checks this) and *intact* when the hashes match too (checked on the one a run resumes from;
@@ -56,27 +57,50 @@ def save_checkpoint(
 
     A full disk is an LmtoolError; the partial copy is removed at once and earlier checkpoints stay.
     """
-    root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(step)
+    final = Path(run_dir) / CHECKPOINTS / checkpoint_name(step)
+    final.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        (tmp / "lmtool_config.yaml").write_text(config_yaml, encoding="utf-8")
-        with (tmp / STATE_FILE).open("wb") as file:  # through Python: a full disk raises OSError(ENOSPC)
-            torch.save(state, file)
-        files = sorted(p for p in tmp.iterdir() if p.is_file())
-        manifest = {
-            "step": step,
-            "files": {p.name: p.stat().st_size for p in files},
-            "sha256": {p.name: atomic.sha256_file(p) for p in files},  # read back from the page cache
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _write_rest(tmp, step, tokenizer, config_yaml, state)
 
-    atomic.write_dir(root / f".tmp-{final.name}-{os.getpid()}", final, write, f"step {step}")
+    atomic.write_dir(temporary_dir(run_dir, step, os.getpid()), final, write, f"step {step}")
     return final
+
+
+def temporary_dir(run_dir: Path, step: int, tag: int) -> Path:
+    """Where checkpoint `step` is written before the rename; `tag` (rank 0's pid) tells saves apart."""
+    return Path(run_dir) / CHECKPOINTS / f".tmp-{checkpoint_name(step)}-{tag}"
+
+
+def finish_checkpoint(
+    run_dir: Path, step: int, tmp: Path, tokenizer, config_yaml: str, state: dict[str, Any]
+) -> Path:
+    """Rank 0, once every rank has written its shards into `tmp`: add the rest and the manifest, rename."""
+    final = Path(run_dir) / CHECKPOINTS / checkpoint_name(step)
+
+    def write(tmp: Path) -> None:
+        _write_rest(tmp, step, tokenizer, config_yaml, state)
+
+    atomic.write_dir(tmp, final, write, f"step {step}", fresh=False)
+    return final
+
+
+def _write_rest(tmp: Path, step: int, tokenizer, config_yaml: str, state: dict[str, Any]) -> None:
+    """Tokenizer, config, trainer state, then the manifest of every file in `tmp` (in subdirectories too)."""
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    (tmp / "lmtool_config.yaml").write_text(config_yaml, encoding="utf-8")
+    with (tmp / STATE_FILE).open("wb") as file:  # through Python: a full disk raises OSError(ENOSPC)
+        torch.save(state, file)
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    names = [p.relative_to(tmp).as_posix() for p in files]
+    manifest = {
+        "step": step,
+        "files": {name: p.stat().st_size for name, p in zip(names, files, strict=True)},
+        "sha256": {name: atomic.sha256_file(p) for name, p in zip(names, files, strict=True)},
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def prune_checkpoints(

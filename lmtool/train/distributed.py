@@ -1,5 +1,5 @@
 """Processes and ranks: torchrun / SLURM environment, process-group set-up and teardown, and the
-wrapping strategy (DDP today; an FSDP strategy with the same three methods can be slotted in).
+wrapping strategy (DDP here; FSDP2 in `train.fsdp`, with the same methods).
 
 Without a launcher everything degrades to one process and the collectives are no-ops.
 """
@@ -7,16 +7,23 @@ Without a launcher everything degrades to one process and the collectives are no
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from lmtool.config import DistributedConfig
 from lmtool.errors import LmtoolError
 from lmtool.train import launch_env
+from lmtool.train.precision import Precision
+
+if TYPE_CHECKING:
+    from lmtool.train.fsdp import FSDPStrategy
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ def init(env: DistEnv, device: torch.device) -> None:
 def shutdown() -> None:
     """Leave the process group in order: a barrier first (without it gloo ranks sometimes abort at teardown)."""
     if dist.is_initialized():
+        gc.collect()  # FSDP's modules (reference cycles) release their process group before it is destroyed
         with contextlib.suppress(Exception):
             dist.barrier()
         dist.destroy_process_group()
@@ -95,6 +103,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def as_float(value: torch.Tensor) -> float:
+    """A norm or sum as a float; a DTensor (FSDP's gradient norm is one) is made whole first."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when the flag is set on any rank (how all ranks agree to stop)."""
     if not dist.is_initialized():
@@ -107,25 +121,38 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 class SingleProcess:
     """No wrapping, nothing to synchronise."""
 
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        return model
+    sharded_checkpoints = False
+
+    def __init__(self, precision: Precision):
+        self.precision = precision
+
+    def wrap(self, model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
+        return torch.compile(model) if compile else model
 
     def no_sync(self, model: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self.precision.autocast()
 
-class DDPStrategy:
+
+class DDPStrategy(SingleProcess):
     """DistributedDataParallel: replicated weights, gradients all-reduced on the last micro-step only."""
 
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def wrap(self, model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        return DistributedDataParallel(torch.compile(model) if compile else model, device_ids=ids)
 
     def no_sync(self, model: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager:
         return model.no_sync() if skip_sync else contextlib.nullcontext()
 
 
-def strategy_for(env: DistEnv) -> SingleProcess | DDPStrategy:
-    return DDPStrategy() if env.enabled else SingleProcess()
+def strategy_for(env: DistEnv, cfg: DistributedConfig, precision: Precision) -> SingleProcess | FSDPStrategy:
+    """train.distributed.strategy: fsdp even on one process (its checkpoints are sharded); ddp on many."""
+    if cfg.strategy == "fsdp":
+        from lmtool.train.fsdp import FSDPStrategy
+
+        return FSDPStrategy(cfg, precision, env.world_size)
+    return DDPStrategy(precision) if env.enabled else SingleProcess(precision)

@@ -10,22 +10,19 @@ any split of the same global batch gives the same step.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from lmtool import __version__, console
+from lmtool import console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.train import checkpoint, distributed
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches
 from lmtool.train.deadline import Deadline
-from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.metrics import (
     MetricsSink,
     MfuMeter,
@@ -37,13 +34,13 @@ from lmtool.train.metrics import (
     train_line,
 )
 from lmtool.train.model_files import ModelFiles
-from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state, resolve_warmup
+from lmtool.train.optim import build_optimizer, build_scheduler, resolve_warmup
 from lmtool.train.plan import describe, make_plan, should_compile
 from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
 from lmtool.train.requeue import write_marker
-from lmtool.train.resume_settings import warn_changed_settings
 from lmtool.train.rundir import open_run_dir
+from lmtool.train.saving import Saver
 from lmtool.train.sharded_eval import sharded_metrics
 from lmtool.train.signals import StopRequest, ignore_stop_signals
 
@@ -98,28 +95,28 @@ class Trainer:
                     "train.gradient_checkpointing", f"is not supported by {type(model).__name__}", value=True
                 )
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        # Wrapped before the optimizer is built: fully_shard replaces the parameters by sharded ones.
+        self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
+        self.strategy = distributed.strategy_for(env, self.cfg.distributed, precision)
+        self.model = self.strategy.wrap(model, device, compile=self.compiled)
         self.params = list(model.parameters())
         self.optimizer = build_optimizer(model, self.cfg, device, lr_scale)
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
         self.loss_divisor = loss_divisor(self.plan.micro_batch * sequence_length)
-        self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
-        self.model = torch.compile(model) if self.compiled else model
-        self.strategy = distributed.strategy_for(env)
-        self.model = self.strategy.wrap(self.model, device)
         self.flops_per_token = flops_per_token(model, sequence_length)
         self.mfu: MfuMeter | None = None  # rank 0's, once the run directory is open
         self.sink: MetricsSink | None = None
-        self._saved_step: int | None = None
         self.deadline = Deadline.from_config(self.cfg.stop_before, self.cfg.deadline)
+        self.saver = Saver(self)
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> Path:
         """Train until the plan's last step (or early stopping, a signal, too many bad steps); return final/."""
         if self.resume_from is not None:
-            self._restore(self.resume_from)
+            self.saver.restore(self.resume_from)
         self.best.adopt(self.state)
         self._stop_early = self.best.exhausted(self.state)  # a resumed run that had stopped early
         plan, state = self.plan, self.state
@@ -157,10 +154,10 @@ class Trainer:
                 ):
                     self._evaluate()
                 if self.cfg.save_every and state.step % self.cfg.save_every == 0:
-                    self._save()
+                    self.saver.save(wait=False)
                 # The step in progress at the signal is saved (torchrun: the vote in _accumulate decides).
                 if stop_votes or (stop.requested and not self.env.enabled):
-                    self._save()
+                    self.saver.save()
                     reason = stop.signal_name or ("time limit" if self.deadline.near() else "stop signal")
                     if self.env.is_main:
                         write_marker(self.run_dir, reason, state.step)
@@ -169,8 +166,8 @@ class Trainer:
                         "rerun the same command to resume (exit code 3 = requeue)"
                     )
         self._evaluate()
-        self._save()
-        return self._write_final()
+        self.saver.save()
+        return self.saver.write_final()
 
     def _accumulate(self, batches, stop: StopRequest) -> tuple[float, int, int, bool]:
         """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
@@ -180,7 +177,7 @@ class Trainer:
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == self.plan.accumulation - 1
-            with self.strategy.no_sync(self.model, skip_sync=not last), self.precision.autocast():
+            with self.strategy.no_sync(self.model, skip_sync=not last), self.strategy.autocast():
                 loss, count = self.task.loss(self.model, batch)
             self.scaler.scale(loss * count / self.loss_divisor).backward()
             mask = batch.get("attention_mask")
@@ -197,13 +194,13 @@ class Trainer:
         state = self.state
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
-        # DDP averaged over ranks: undo that and loss_divisor, and divide by the global number of target tokens.
+        # DDP and FSDP averaged over ranks: undo that and loss_divisor, and divide by the global number of target tokens.
         torch._foreach_mul_(grads, self.env.world_size * self.loss_divisor / max(targets, 1))
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         else:
             norm = torch.nn.utils.get_total_norm(grads)
-        grad_norm = float(norm)
+        grad_norm = distributed.as_float(norm)
         finite = math.isfinite(step_loss) and (math.isfinite(grad_norm) or self.precision.needs_scaler)
         if finite:
             self.scaler.step(self.optimizer)  # with fp16, the scaler itself skips steps with inf gradients
@@ -265,7 +262,7 @@ class Trainer:
         if failed:
             raise failure or LmtoolError(f"another rank could not evaluate step {self.state.step}")
         if self.keep_best and improved:
-            self._save()
+            self.saver.save(wait=False)
         if exhausted and not self._stop_early and self.state.step < self.plan.total_steps:
             self.best.announce_stop(self.state)
         self._stop_early = exhausted
@@ -280,7 +277,7 @@ class Trainer:
             return False
         metrics = sharded_metrics(
             self.raw_model, self.task, self.eval_data, self.cfg.batch_size, self.cfg.eval_batches,
-            self.env, self.device, self.precision,
+            self.env, self.device, self.strategy.autocast,
         )  # fmt: skip
         if metrics is None:  # not rank 0
             return False
@@ -298,76 +295,6 @@ class Trainer:
             bar.update(status=line)
             console.info(line)
 
-    def _save(self) -> None:
-        """Checkpoint (all ranks gather their RNG states; rank 0 writes), then apply retention. All ranks learn
-        whether rank 0 could write it (a full disk is exit 2), so that they stop together."""
-        state = self.state
-        if self._saved_step == state.step:
-            if self.env.is_main:
-                self._retain()  # the final eval may have found a new best since this step was saved
-            return
-        self._saved_step = state.step
-        rng = checkpoint.rng_state()
-        if self.env.enabled:
-            per_rank = [None] * self.env.world_size
-            torch.distributed.all_gather_object(per_rank, rng)
-        else:
-            per_rank = [rng]
-        failure, started = None, time.monotonic()
-        if self.env.is_main:
-            try:
-                self._write_checkpoint(per_rank)
-            except LmtoolError as exc:
-                failure = exc
-        if distributed.any_rank(failure is not None, self.device):
-            raise failure or LmtoolError(f"rank 0 could not save the checkpoint of step {state.step}")
-        self.deadline.saved(time.monotonic() - started)
-
-    def _write_checkpoint(self, rng_per_rank: list) -> None:
-        state = self.state
-        payload = {
-            "progress": asdict(state),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_per_rank,
-            "world_size": self.env.world_size,
-            "global_batch": self.plan.global_batch,
-            "lmtool_version": __version__,
-        }
-        checkpoint.save_checkpoint(
-            self.run_dir, state.step, self.raw_model, self.tokenizer, dump_config(self.config), payload
-        )
-        self._retain()
-
-    def _retain(self) -> None:
-        best = self.state.best_step if self.keep_best else None
-        checkpoint.prune_checkpoints(self.run_dir, self.cfg.keep_last, best, written=self._saved_step)
-
-    def _restore(self, path: Path) -> None:
-        self.model_files.load(self.raw_model, path)
-        saved = checkpoint.load_trainer_state(path)
-        self.state = Progress.from_saved(saved["progress"])
-        # Moments from the checkpoint; lr, schedule and optimizer settings from this config.
-        load_optimizer_state(self.optimizer, saved["optimizer"])
-        self.scheduler = build_scheduler(
-            self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=self.state.step
-        )
-        self.scaler.load_state_dict(saved["scaler"])
-        checkpoint.restore_rng(
-            saved["rng"], self.env.rank, self.env.world_size, self.config.run.seed, self.state.step
-        )
-        if saved["global_batch"] != self.plan.global_batch:
-            console.warning(
-                f"global batch changed from {saved['global_batch']} to {self.plan.global_batch} sequences on resume"
-            )
-        if Path(path).resolve().parent == (self.run_dir / checkpoint.CHECKPOINTS).resolve():
-            self._saved_step = self.state.step  # already saved: a run resumed at its end does not save again
-        console.info(
-            f"resuming from {path} (step {self.state.step}, {self.state.samples_seen:,} samples seen)"
-        )
-        warn_changed_settings(path, self.config)
-
     def _open_run_dir(self) -> None:
         if self.env.is_main:
             resumed_step = self.state.step if self.resume_from is not None else None
@@ -384,20 +311,3 @@ class Trainer:
                 )
             )
         distributed.barrier()
-
-    def _write_final(self) -> Path:
-        """final/ in place on every rank, or the same error on all (rank 0 writes it)."""
-        final = self.run_dir / "final"
-        failure = None
-        if self.env.is_main:
-            best = None
-            if self.cfg.final_model == "best":
-                best = best_checkpoint(self.run_dir, self.state, self.best.metric)
-            try:
-                write_final(final, self.raw_model, self.tokenizer, best, self.model_files)
-            except LmtoolError as exc:
-                failure = exc
-            self.sink.close()
-        if distributed.any_rank(failure is not None, self.device):  # also the barrier: final/ is in place
-            raise failure or LmtoolError(f"rank 0 could not write {final}")
-        return final

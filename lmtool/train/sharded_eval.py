@@ -11,13 +11,15 @@ batches scores a repeat of the last one and discards it (`eval_slots`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import torch
 import torch.distributed as dist
 
 from lmtool.errors import LmtoolError
 from lmtool.train.data_order import eval_batch, eval_batch_count
 from lmtool.train.distributed import DistEnv
-from lmtool.train.precision import Precision
 
 
 def eval_slots(batches: int, rank: int, world_size: int) -> list[tuple[int, bool]]:
@@ -38,16 +40,17 @@ def sharded_metrics(
     max_batches: int | None,
     env: DistEnv,
     device: torch.device,
-    precision: Precision,
+    autocast: Callable[[], AbstractContextManager],
 ) -> dict | None:
-    """The split's metrics on rank 0 (None on the others). `model` is the unwrapped model: DDP's wrapper
+    """The split's metrics on rank 0 (None on the others), each forward under `autocast()` (the strategy's:
+    FSDP's mixed precision needs none). `model` is the unwrapped model: DDP's wrapper
     would broadcast buffers in every forward. An LmtoolError on any rank is raised there and on rank 0,
     after all ranks have sent their results, so that none waits for the others."""
     parts: list[tuple[int, object]] = []
     failure: LmtoolError | None = None
     model.eval()
     try:
-        with torch.no_grad(), precision.autocast():
+        with torch.no_grad(), autocast():
             for index, keep in eval_slots(
                 eval_batch_count(len(data), batch_size, max_batches), env.rank, env.world_size
             ):
