@@ -14,8 +14,9 @@ import torch
 
 from lmtool import console
 from lmtool.config import Config, ConfigError
-from lmtool.errors import LmtoolError, Preempted
+from lmtool.errors import LmtoolError
 from lmtool.train import checkpoint, distributed
+from lmtool.train.failures import PeerWatch, leave_on_failure, whereabouts
 from lmtool.train.precision import resolve_device
 from lmtool.train.rundir import check_run_dir, run_dir_lock
 
@@ -25,19 +26,27 @@ Recipe = Callable[[Config, distributed.DistEnv, torch.device, bool], Path]
 def run_on_every_rank(config: Config, recipe: Recipe, overwrite: bool) -> Path:
     """Run `recipe` in this process (under torchrun: in each), inside its process group.
 
-    Rank 0 preprocesses and writes; all ranks train.
+    Rank 0 preprocesses and writes; all ranks train. A rank that fails ends the others (train/failures.py).
     """
     env = distributed.read_env()
     device = resolve_device(config.train.device, env.local_rank)
-    distributed.init(env, device)
+    timeout = config.train.distributed.timeout
+    distributed.init(env, device, timeout)
+    watch = PeerWatch.start(env.world_size, env.rank)
+    whereabouts.step = None
     try:
         check_output_dir(Path(config.run.output_dir))  # before the lock, which lives beside it
         with run_dir_lock(Path(config.run.output_dir), env, device):
             result = recipe(config, env, device, overwrite)
-    except (LmtoolError, Preempted):
-        # Raised on every rank alike (config checks, agreed stop): leave the group in order.
-        distributed.shutdown()
+    except BaseException as exc:
+        # Raised on every rank alike (config checks, agreed stop): the group is left in order and the
+        # error goes on to the CLI. Raised on some ranks only: the whole job ends within seconds.
+        leave_on_failure(watch, exc, timeout)
         raise
+    finally:
+        console.close_log()
+    if watch is not None:
+        watch.close()
     distributed.shutdown()
     return result
 
