@@ -89,9 +89,10 @@ def phase(tb: TracebackType | None) -> str:
 
 
 def describe(exc: BaseException, timeout: float) -> str:
-    """The one-line error of this rank; a collective timeout becomes a sentence naming the step."""
+    """The one-line error of this rank; a collective timeout (a RuntimeError from gloo, a DistBackendError
+    from nccl) becomes a sentence naming the step."""
     line = one_line(exc)
-    if exit_code(exc) != EXIT_INTERNAL or not _TIMEOUT.search(line):
+    if not isinstance(exc, RuntimeError) or not _TIMEOUT.search(line):
         return line
     step = whereabouts.step
     where = f"at step {step}" if step is not None else "before training started"
@@ -186,7 +187,7 @@ class PeerWatch:
         counters = (
             [int(v) for v in store.multi_get([f"beat/{r}" for r in peers])] if self._seen_all(store) else []
         )
-        dead = [r for r in self._beats.dead(dict(zip(peers, counters, strict=False)), time.monotonic())]
+        dead = self._beats.dead(dict(zip(peers, counters, strict=False)), time.monotonic())
         accounted = (
             {r for r, _, _ in _records(store.get("left"))} if dead and store.check(["left"]) else set()
         )
@@ -242,10 +243,11 @@ class PeerWatch:
                 gone = {r: kind for r, kind, _ in _records(store.get("left"))}
         except Exception:  # noqa: BLE001 - the store's host left (rank 0 stopping for this failure, or dead)
             gone = dict.fromkeys(range(self.world_size), "left") | {self.rank: "stopped"}
+        consequence = earlier and exit_code(exc) == EXIT_INTERNAL and earlier[0][2] != line
+        if consequence:  # e.g. gloo's "Connection closed by peer" after that peer's own error
+            return False, blame(earlier[0])
         if all(gone.get(r) in ("stopped", "done") for r in range(self.world_size)):
             return True, line
-        if earlier and exit_code(exc) == EXIT_INTERNAL:
-            return False, blame(earlier[0])
         silent = [r for r in range(self.world_size) if r not in gone]
         if silent and exit_code(exc) == EXIT_INTERNAL:
             names = ", ".join(map(str, silent))
