@@ -199,3 +199,37 @@ def test_a_timeout_names_the_step_and_the_phase_other_errors_stay_as_they_are(mo
     with pytest.raises(RuntimeError) as closed:
         _save()
     assert failures.describe(closed.value, 30) == "RuntimeError: Connection closed by peer"
+
+
+def _fail_together(first: BaseException, second: BaseException) -> list[tuple[bool, str]]:
+    """Rank 1 fails with `first`, then rank 0 with `second` (the store as two ranks share it): what each
+    decides (orderly, line)."""
+    import threading
+
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    watches = [failures.PeerWatch(store, rank, 2) for rank in (0, 1)]
+    results: dict[int, tuple[bool, str]] = {}
+    rank1 = threading.Thread(target=lambda: results.update({1: watches[1].fail(first, 30)}))
+    rank1.start()
+    time.sleep(0.3)
+    results[0] = watches[0].fail(second, 30)
+    rank1.join()
+    return [results[0], results[1]]
+
+
+def test_ranks_that_stop_alike_leave_in_order_and_a_consequence_names_its_cause():
+    from lmtool.errors import LmtoolError
+
+    # An agreed stop (rank 0 says why, the others that rank 0 could not go on): in order, own messages.
+    agreed = _fail_together(LmtoolError("rank 0 could not save"), LmtoolError("disk full"))
+    assert agreed == [(True, "disk full"), (True, "rank 0 could not save")]
+    # The same bug on every rank: in order too.
+    assert _fail_together(RuntimeError("bad shape"), RuntimeError("bad shape"))[0] == (
+        True,
+        "RuntimeError: bad shape",
+    )
+    # Rank 1's bug, then rank 0's connection error because of it: rank 0 names rank 1's error.
+    bug = _fail_together(RuntimeError("boom"), RuntimeError("Connection closed by peer"))
+    assert bug == [(False, "rank 1 failed: RuntimeError: boom"), (False, "rank 1: RuntimeError: boom")]

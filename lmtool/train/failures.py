@@ -128,6 +128,15 @@ def blame(record: tuple[int, str, str]) -> str:
     return f"rank {rank} {STOPPED_RESPONDING}" if kind == "dead" else f"rank {rank} failed: {text}"
 
 
+def _cause(records: list[tuple[int, str, str]], i: int) -> tuple[int, str, str] | None:
+    """The earlier record of another rank that record i (a bug-class error: lmtool errors and agreed stops
+    keep their own message) is a consequence of, if any; the same error on every rank is no one's cause."""
+    if i >= len(records) or records[i][1] != str(EXIT_INTERNAL):
+        return None
+    rank, _, text = records[i]
+    return next((r for r in records[:i] if r[0] != rank and r[2] != text), None)
+
+
 def _records(raw: bytes) -> list[tuple[int, str, str]]:
     """(rank, kind, text) from the store's newline-separated `rank\\tkind\\ttext` records."""
     out = []
@@ -149,6 +158,7 @@ class PeerWatch:
         self.stopping = False  # the main thread is leaving: it decides, the watcher only beats
         self._beats = Heartbeats()
         self._peer_failed_at: float | None = None
+        self._exiting = threading.Lock()  # one thread decides how this rank ends; it never lets go
         self._thread = threading.Thread(target=self._run, name="lmtool-peer-watch", daemon=True)
 
     @classmethod
@@ -210,6 +220,7 @@ class PeerWatch:
 
     def _leave(self, store: dist.Store, message: str) -> None:
         """Print why and exit at once (exit 1): the main thread may be blocked in a collective."""
+        self._exiting.acquire()  # blocks for good if the main thread is already handling its own error
         console.error(message)
         try:
             store.append("left", f"{self.rank}\tleft\t{message}\n")
@@ -230,23 +241,25 @@ class PeerWatch:
         and this rank's error is a consequence (a bug-class error only: lmtool errors keep their own), or
         the ranks that never answered."""
         self.stopping = True
+        self._exiting.acquire()  # blocks until os._exit if the watcher is already ending this rank
         line = describe(exc, timeout)
-        store, earlier, gone = self._store, [], {}
+        store, records, gone = self._store, [], {}
         try:
-            if store.check(["failures"]):
-                earlier = [r for r in _records(store.get("failures")) if r[0] != self.rank]
             store.append("failures", f"{self.rank}\t{exit_code(exc)}\t{line}\n")
             store.append("left", f"{self.rank}\tstopped\t\n")
             deadline = time.monotonic() + EXIT_WAIT_S
             while len(gone) < self.world_size and time.monotonic() < deadline:
                 time.sleep(0.1)
                 gone = {r: kind for r, kind, _ in _records(store.get("left"))}
+            records = _records(store.get("failures"))
         except Exception:  # noqa: BLE001 - the store's host left (rank 0 stopping for this failure, or dead)
             gone = dict.fromkeys(range(self.world_size), "left") | {self.rank: "stopped"}
-        consequence = earlier and exit_code(exc) == EXIT_INTERNAL and earlier[0][2] != line
-        if consequence:  # e.g. gloo's "Connection closed by peer" after that peer's own error
-            return False, blame(earlier[0])
-        if all(gone.get(r) in ("stopped", "done") for r in range(self.world_size)):
+        mine = next((i for i, r in enumerate(records) if r[0] == self.rank), len(records))
+        cause = _cause(records, mine)
+        if cause is not None:  # e.g. gloo's "Connection closed by peer" after that peer's own error
+            return False, blame(cause)
+        stopped = all(gone.get(r) in ("stopped", "done") for r in range(self.world_size))
+        if stopped and all(_cause(records, i) is None for i in range(len(records))):
             return True, line
         silent = [r for r in range(self.world_size) if r not in gone]
         if silent and exit_code(exc) == EXIT_INTERNAL:
