@@ -3,12 +3,14 @@
 Without this, a rank that raises or dies leaves the others blocked in their next collective until its
 timeout (an hour by default; gloo notices a closed connection, nccl does not), and under `srun` without
 `--kill-on-bad-exit` they never exit. Each rank runs a `PeerWatch`: a daemon thread that sleeps on the
-c10d store (no per-step collective). A rank whose exception reaches `run_on_every_rank` appends
-`rank R: <line>` to the store's `failures` key; the other ranks' watchers see it at their next poll and,
-unless their own main thread is stopping too within GRACE_S (all ranks raising the same config error or
-agreeing to stop), print `error: rank R failed: <line>` and leave with `os._exit` (a thread blocked in a
-collective cannot be woken otherwise). Every watcher bumps a heartbeat key each poll; rank 0 declares a
-peer whose count has not moved for DEAD_AFTER_S dead ("stopped responding") on its behalf.
+c10d store (no per-step collective). A rank whose exception reaches `run_on_every_rank` appends its
+rank, exit code and one-line error to the store's `failures` key; the other ranks' watchers see it at
+their next poll and, unless their own main thread is stopping too within GRACE_S (all ranks raising the
+same config error or agreeing to stop), print `error: rank R failed: <line>` and leave with `os._exit`
+(a thread blocked in a collective cannot be woken otherwise). The failing rank waits up to EXIT_WAIT_S
+for the others to stop or leave: when all stopped alike it leaves the group in order and its error goes
+on to the CLI, otherwise it prints its line and exits at once. Every watcher bumps a heartbeat key each
+poll; rank 0 declares a peer whose count has not moved for DEAD_AFTER_S dead ("stopped responding").
 
 A collective that waits past `train.distributed.timeout` raises in the waiting thread (gloo; nccl's
 watchdog aborts the process instead, and its peers then see it stop responding): `describe` names the
