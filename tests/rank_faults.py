@@ -3,7 +3,8 @@
     python -m tests.rank_faults FAULT RANK STEP LMTOOL-ARGS...
 
 FAULT: `raise` (a RuntimeError: a bug), `usage` (an LmtoolError on that rank only), `kill` (SIGKILL
-itself: a rank that dies without a word), `hang` (sleep forever: a rank stuck outside any collective).
+itself: a rank that dies without a word), `hang` (sleep forever: a rank stuck outside any collective),
+`none` (no fault: lmtool as it is).
 The fault strikes when rank RANK starts step STEP; torchrun runs it with `-m tests.rank_faults`.
 """
 
@@ -37,7 +38,7 @@ def main() -> None:
     original = Trainer._accumulate
 
     def faulty(self, *a, **k):
-        if self.env.rank == int(rank) and self.state.step + 1 == int(step):
+        if fault != "none" and self.env.rank == int(rank) and self.state.step + 1 == int(step):
             _strike(fault, int(step))
         return original(self, *a, **k)
 

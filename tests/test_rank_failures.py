@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 def _by_hand(config: Path, fault: str, *extra: str) -> list[tuple[int, str, float]]:
     """Two ranks started by hand (what `srun` without --kill-on-bad-exit does), rank 1 faulting at step 3:
-    per rank (exit code, stderr, seconds from the fault to its exit)."""
+    per rank (exit code, stderr, seconds from the fault to its exit; fault `none`: no fault)."""
     port = str(_free_port())
     procs = []
     for rank in range(2):
@@ -64,7 +64,7 @@ def _by_hand(config: Path, fault: str, *extra: str) -> list[tuple[int, str, floa
         proc.kill()
     errs = [proc.communicate()[1] for proc in procs]
     assert len(ended) == 2, f"a rank did not exit within 180 s: {errs[0][-1500:]}\n{errs[1][-1500:]}"
-    struck = float(re.search(r"fault \w+ at ([\d.]+)", errs[1]).group(1))
+    struck = float(match.group(1)) if (match := re.search(r"fault \w+ at ([\d.]+)", errs[1])) else 0.0
     return [
         (proc.returncode, err, ended[i] - struck)
         for i, (proc, err) in enumerate(zip(procs, errs, strict=True))
@@ -94,6 +94,15 @@ def test_a_rank_that_raises_ends_the_job_with_its_error_on_rank_0(tmp_path, data
     assert re.match(r"==== \S+ \S+ \S+ lmtool \S+ on \S+ pid \d+ rank 1 of 2\n", logs[1]), logs[1][:200]
     assert "step 2/200" in logs[0] and f"rank 1 failed: {line}" in logs[0]
     assert line in logs[1] and (fault != "raise" or 'tests/rank_faults.py", line' in logs[1])
+
+
+@pytest.mark.slow
+def test_an_error_raised_on_every_rank_still_leaves_in_order_with_exit_2(tmp_path, data):
+    config = tiny_config(tmp_path, data, max_steps=200, model_overrides={"n_positions": 8})
+    for code, stderr, _ in _by_hand(config, "none"):
+        assert code == 2, stderr[-1500:]
+        (line,) = _error_lines(stderr)
+        assert line.startswith("error: data.block_size: is larger than the model's 8 positions"), line
 
 
 @pytest.mark.slow
