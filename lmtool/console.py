@@ -81,7 +81,9 @@ def log_exception(exc: BaseException) -> None:
         return
     if getattr(exc, "exit_code", None) is None and not isinstance(exc, KeyboardInterrupt):
         _log.write("".join(traceback.format_exception(exc)))
-    _to_log("error", f"{type(exc).__name__}: {exc}")
+        _to_log("error", f"{type(exc).__name__}: {exc}")
+    else:
+        _to_log("error", str(exc) or type(exc).__name__)
 
 
 def _emit(level: str, message: str, fields: dict | None = None) -> None:
