@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from lmtool import console
 from lmtool.errors import EXIT_INTERNAL, EXIT_INTERRUPTED
+from lmtool.train import distributed
 
 POLL_S = 1.0  # watcher period: heartbeat, and the check for a failed peer
 GRACE_S = 2.0  # how long a rank that sees a peer fail waits for its own main thread to stop alike
@@ -283,8 +284,6 @@ def leave_on_failure(watch: PeerWatch | None, exc: BaseException, timeout: float
     the CLI (one process; or an agreed stop: every rank stopped alike and the group was left in order);
     otherwise prints this rank's line and exits at once with its code (its peers are gone or leaving, so
     the group cannot be left in order: a barrier could hang and a teardown could abort)."""
-    from lmtool.train import distributed
-
     console.log_exception(exc)
     if watch is None:
         if exit_code(exc) != EXIT_INTERNAL:
