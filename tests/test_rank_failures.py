@@ -174,6 +174,23 @@ def test_one_process_logs_to_rank_0_log_across_resumes(tmp_path, data, one_threa
     assert (tmp_path / "run" / "logs" / "rank-0.log").read_text().count("====") == 1  # removed with the run
 
 
+def test_a_planted_logs_symlink_is_refused_not_written_through(tmp_path, data, one_thread):
+    from lmtool.errors import LmtoolError
+
+    config = tiny_config(tmp_path, data, max_steps=2)
+    run_pretrain(load_config(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    logs = tmp_path / "run" / "logs"
+    for log in logs.iterdir():
+        log.unlink()
+    logs.rmdir()
+    logs.symlink_to(elsewhere)
+    with pytest.raises(LmtoolError, match="cannot write the rank log"):
+        run_pretrain(load_config(config, ["train.max_steps=3"]))
+    assert not any(elsewhere.iterdir())
+
+
 def test_a_peer_is_dead_when_its_heartbeat_stops_moving_between_two_reads():
     beats = failures.Heartbeats(dead_after=15)
     assert beats.dead({1: 0, 2: 0}, now=0) == []
