@@ -1,7 +1,9 @@
-"""Everything human-facing goes to stderr (stdout is for results), from rank 0 only.
+"""Everything human-facing goes to stderr (stdout is for results), from rank 0 only (errors from any rank).
 
 On a TTY: rich output and progress bars. Otherwise: plain timestamped lines, or JSON
-lines with `--log-format json` so cluster log collectors can parse them.
+lines with `--log-format json` so cluster log collectors can parse them. Once a training run's
+directory is open, every rank also writes all of it, quiet or not, to its own log file
+(`<run dir>/logs/rank-N.log`, see `open_log`), so that what a non-zero rank said is not lost.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -33,6 +37,7 @@ class _Settings:
 
 settings = _Settings()
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_log: TextIO | None = None  # this rank's log file, while a run directory is open
 
 
 def configure(quiet: bool = False, log_format: str = "auto") -> None:
@@ -48,7 +53,41 @@ def _fancy() -> bool:
     return settings.log_format == "auto" and sys.stderr.isatty()
 
 
+def open_log(stream: TextIO) -> None:
+    """Copy everything this process says to `stream` (a rank's log file) until `close_log`."""
+    global _log
+    close_log()
+    _log = stream
+
+
+def close_log() -> None:
+    global _log
+    if _log is not None:
+        _log.close()
+        _log = None
+
+
+def _to_log(level: str, message: str) -> None:
+    if _log is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        _log.write(f"{stamp} {level.upper():7s} {message}\n")
+        _log.flush()
+
+
+def log_exception(exc: BaseException) -> None:
+    """An exception that ends the run, into the log file only (the CLI prints its one line to stderr): the
+    traceback for a bug (exit 1), the message otherwise."""
+    if _log is None:
+        return
+    if getattr(exc, "exit_code", None) is None and not isinstance(exc, KeyboardInterrupt):
+        _log.write("".join(traceback.format_exception(exc)))
+        _to_log("error", f"{type(exc).__name__}: {exc}")
+    else:
+        _to_log("error", str(exc) or type(exc).__name__)
+
+
 def _emit(level: str, message: str, fields: dict | None = None) -> None:
+    _to_log(level, message)
     if not is_rank_zero() or (settings.quiet and level == "info"):
         return
     if settings.log_format == "json":
@@ -72,6 +111,7 @@ def warning(message: str, **fields: object) -> None:
 
 def error(message: str) -> None:
     """Errors always print (quiet or not, any rank): they explain a non-zero exit."""
+    _to_log("error", message)
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 

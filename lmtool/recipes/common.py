@@ -15,9 +15,10 @@ import torch
 
 from lmtool import console
 from lmtool.config import Config, ConfigError
-from lmtool.errors import LmtoolError, Preempted
+from lmtool.errors import LmtoolError
 from lmtool.runlock import DirLock, LockBusy
 from lmtool.train import checkpoint, distributed
+from lmtool.train.failures import PeerWatch, leave_on_failure, whereabouts
 from lmtool.train.precision import resolve_device
 from lmtool.train.rundir import check_run_dir, run_dir_lock
 
@@ -31,7 +32,7 @@ def run_on_every_rank(
 
     Before the group exists, every process runs the config `checks` and makes sure the processed data is
     there (`processed_dir`), so that preprocessing, however long, is not under the collective timeout.
-    Then all ranks train; rank 0 writes.
+    Then all ranks train; rank 0 writes. A rank that fails ends the others (train/failures.py).
     """
     env = distributed.read_env()
     device = resolve_device(config.train.device, env.local_rank)
@@ -40,14 +41,22 @@ def run_on_every_rank(
         checks(config)
     check_run_dir(config, Path(config.run.output_dir), overwrite)  # refused before preprocessing, too
     processed_dir(config)
-    distributed.init(env, device)
+    timeout = config.train.distributed.timeout
+    distributed.init(env, device, timeout)
+    watch = PeerWatch.start(env.world_size, env.rank)
+    whereabouts.step = None
     try:
         with run_dir_lock(Path(config.run.output_dir), env, device):
             result = recipe(config, env, device, overwrite)
-    except (LmtoolError, Preempted):
-        # Raised on every rank alike (config checks, agreed stop): leave the group in order.
-        distributed.shutdown()
+    except BaseException as exc:
+        # Raised on every rank alike (config checks, agreed stop): the group is left in order and the
+        # error goes on to the CLI. Raised on some ranks only: the whole job ends within seconds.
+        leave_on_failure(watch, exc, timeout)
         raise
+    finally:
+        console.close_log()
+    if watch is not None:
+        watch.close()
     distributed.shutdown()
     return result
 

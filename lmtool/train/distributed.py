@@ -54,10 +54,11 @@ def read_env() -> DistEnv:
     return DistEnv()
 
 
-def init(env: DistEnv, device: torch.device) -> None:
+def init(env: DistEnv, device: torch.device, timeout: float = 3600) -> None:
     """Join the process group: nccl for GPUs, gloo for CPUs. Outside torchrun (srun, or variables set by
     hand) the rendezvous store is made here so that an unreachable MASTER_ADDR or a missing rank is exit 2
-    after LMTOOL_RENDEZVOUS_TIMEOUT seconds, while collectives keep their long timeout."""
+    after LMTOOL_RENDEZVOUS_TIMEOUT seconds, while collectives wait up to `timeout` seconds
+    (train.distributed.timeout)."""
     if not env.enabled or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -75,7 +76,7 @@ def init(env: DistEnv, device: torch.device) -> None:
                 f"(rank {env.rank} of {env.world_size}): {str(exc).splitlines()[0] if str(exc) else exc!r}"
             ) from None
         kwargs |= {"rank": env.rank, "world_size": env.world_size}
-    dist.init_process_group(backend=backend, timeout=timedelta(minutes=60), **kwargs)
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout), **kwargs)
 
 
 def shutdown() -> None:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from lmtool import console
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
-from lmtool.train import checkpoint, distributed
+from lmtool.train import checkpoint, distributed, failures, ranklog
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches
 from lmtool.train.deadline import Deadline
@@ -133,6 +133,7 @@ class Trainer:
             batches = iter(self._loader(state.samples_seen))
             bar.update(completed=state.step)
             while state.step < plan.total_steps and not self._stop_early:
+                failures.whereabouts.step = state.step + 1  # named if a collective of this step hangs
                 group = self.optimizer.param_groups[0]
                 lr = group["lr"] / group["lr_scale"]  # the schedule's lr, before any per-layer scale
                 loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop)
@@ -311,3 +312,4 @@ class Trainer:
                 )
             )
         distributed.barrier()
+        ranklog.open_rank_log(self.run_dir, self.env)  # the directory is lmtool's and in place now
