@@ -47,9 +47,11 @@ _PHASES = {  # the engine function a collective waited in → what the job was d
     "_optimizer_step": "optimizer step",
     "_evaluate": "evaluation",
     "_validate": "evaluation",
-    "_save": "checkpoint save",
-    "_write_checkpoint": "checkpoint save",
-    "_write_final": "final model",
+    "_save_full": "checkpoint save",  # train/saving.py's Saver
+    "_save_sharded": "checkpoint save",
+    "finish_pending": "checkpoint save",
+    "restore": "resume",
+    "write_final": "final model",
     "_open_run_dir": "run start",
 }
 
