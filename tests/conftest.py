@@ -13,6 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 @dataclass
@@ -28,8 +29,9 @@ def run_cli(
     input: str | None = None,
     env: dict | None = None,
     timeout: float = 600,
+    launcher: list[str] | None = None,
 ) -> Result:
-    """Run `python -m lmtool ARGS` in a subprocess and capture both streams."""
+    """Run `python -m lmtool ARGS` (or `launcher ARGS`) in a subprocess and capture both streams."""
     full_env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -38,7 +40,7 @@ def run_cli(
         **(env or {}),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "lmtool", *args],
+        [*(launcher or [sys.executable, "-m", "lmtool"]), *args],
         cwd=cwd or ROOT,
         input=input,
         capture_output=True,
@@ -47,6 +49,12 @@ def run_cli(
         timeout=timeout,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_torchrun(*args: str, env: dict | None = None, timeout: float = 300) -> Result:
+    """Run `torchrun --standalone --nproc_per_node 2 ARGS` (a script, or `-m lmtool ...`): two gloo ranks
+    on this CPU, one thread each."""
+    return run_cli(*args, env={"OMP_NUM_THREADS": "1", **(env or {})}, timeout=timeout, launcher=TORCHRUN)
 
 
 def assert_usage_error(result: Result, *fragments: str) -> None:

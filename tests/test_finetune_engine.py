@@ -5,9 +5,6 @@ sequence_length, nested metrics, and exact resume / 2-process DDP with length gr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import datasets
 import pytest
@@ -23,7 +20,7 @@ from lmtool.train.data_order import OrderedView, RankBatches
 from lmtool.train.engine import Trainer
 from lmtool.train.metrics import flops_per_token
 from lmtool.train.optim import build_optimizer, build_scheduler, load_optimizer_state
-from tests.conftest import ROOT, assert_usage_error
+from tests.conftest import ROOT, assert_usage_error, run_torchrun
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 from tests.test_pretrain_cli import DROPOUT, _cli
 
@@ -319,17 +316,8 @@ def test_two_process_ddp_with_length_grouping_matches_one_process(tmp_path, data
     run_pretrain(load_config(tiny_config(single, data, batch_size=4, **settings)))
 
     ddp_config = tiny_config(ddp, data, batch_size=2, **settings)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     script = ROOT / "tests" / "length_grouped_pretrain.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [*command, str(script), str(ddp_config), str(tmp_path / "lengths.json"), "16"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_torchrun(str(script), str(ddp_config), str(tmp_path / "lengths.json"), "16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 x cpu" in proc.stderr
     one, two = read_metrics(single / "run"), read_metrics(ddp / "run")

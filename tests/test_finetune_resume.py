@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lmtool.train import checkpoint
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_torchrun
 from tests.engine_fixtures import read_metrics
 from tests.finetune_fixtures import finetune_config, keyword_rows, save_tiny_bert, write_jsonl
 from tests.test_pretrain_cli import ONE_THREAD, _assert_same_run, _wait_for_step
@@ -80,11 +80,8 @@ def test_two_process_ddp_finetune_matches_one_process_with_the_same_global_batch
                      env=ONE_THREAD)  # fmt: skip
     assert result.returncode == 0, result.stderr
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     ddp_config = finetune_config(ddp, model, CLS, small, val, batch_size=4, **settings)
-    env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([*command, "-m", "lmtool", "finetune", str(ddp_config)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = run_torchrun("-m", "lmtool", "finetune", str(ddp_config))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(ddp / "run" / "final")  # printed once, by rank 0
     assert "on 2 x cpu" in proc.stderr

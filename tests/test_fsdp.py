@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,11 +18,10 @@ import torch
 from lmtool.config import load_config
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
-from tests.conftest import ROOT, assert_usage_error, run_cli
+from tests.conftest import ROOT, TORCHRUN, Result, assert_usage_error, run_cli, run_torchrun
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 # Accumulation (global batch 8 = 2 ranks x 2 x 2 micro-steps) and clipping that bites (norms are ~1.5).
 STEPS = {"batch_size": 2, "global_batch_size": 8, "grad_clip": 0.5, "max_steps": 6, "eval_every": 3}
 CONSTANT = {"schedule": "constant", "warmup_steps": 0}  # runs cut short keep the lr of the whole run
@@ -39,11 +37,8 @@ def mlm_data(tmp_path_factory):
     return make_processed_dir(tmp_path_factory.mktemp("mlm") / "processed", objective="mlm")
 
 
-def _torchrun(config: Path, *args: str, script: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1"}
-    target = script or ["-m", "lmtool", "pretrain"]
-    proc = subprocess.run([*TORCHRUN, *target, str(config), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+def _torchrun(config: Path, *args: str, script: list[str] | None = None) -> Result:
+    proc = run_torchrun(*(script or ["-m", "lmtool", "pretrain"]), str(config), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

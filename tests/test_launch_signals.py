@@ -1,7 +1,7 @@
 """Preemption through torchrun (2 ranks, gloo), as the job scripts run it: `--signals-to-handle
 SIGTERM,SIGINT,SIGUSR1` forwards the signal to the workers, both ranks save one checkpoint, the requeue
 marker is written (torchrun itself exits 1, not 3: the marker is what the script requeues on), no worker
-outlives torchrun, and the rerun resumes from that checkpoint."""
+outlives torchrun, and the rerun resumes from that checkpoint, under ddp and fsdp."""
 
 from __future__ import annotations
 
@@ -30,11 +30,21 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker pids")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_to_torchrun_saves_writes_the_marker_and_leaves_no_worker(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "strategy"), [(signal.SIGTERM, "ddp"), (signal.SIGUSR1, "ddp"), (signal.SIGUSR1, "fsdp")]
+)
+def test_a_signal_to_torchrun_saves_writes_the_marker_and_leaves_no_worker(tmp_path, sig, strategy):
+    """fsdp: the ranks write one sharded checkpoint together, and one process resumes from it."""
     data = make_processed_dir(tmp_path / "processed")
     config = tiny_config(
-        tmp_path, data, max_steps=100_000, batch_size=2, save_every=0, eval_every=0, log_every=1
+        tmp_path,
+        data,
+        max_steps=100_000,
+        batch_size=2,
+        save_every=0,
+        eval_every=0,
+        log_every=1,
+        distributed={"strategy": strategy},
     )
     log = tmp_path / "torchrun.log"
     with log.open("w") as out:

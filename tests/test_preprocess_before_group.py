@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_torchrun
 from tests.eval_fixtures import corpus
 
 SCRIPT = ROOT / "tests" / "slow_preprocess_run.py"
@@ -48,15 +48,7 @@ def test_two_rank_pretrain_outlasts_a_preprocessing_longer_than_the_collective_t
     """The preprocessing rank takes 8 s, the collective timeout is 3 s: the other rank waits on the file
     lock, not in a barrier (the code before this change aborted it there and left a .partial directory)."""
     config = _config(tmp_path, timeout=3)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*launcher, str(SCRIPT), "pretrain", str(config), "8", "3"],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_torchrun(str(SCRIPT), "pretrain", str(config), "8", "3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 x cpu" in proc.stderr
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()

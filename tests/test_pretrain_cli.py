@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from lmtool.config import load_config
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
-from tests.conftest import ROOT, assert_usage_error, run_cli
+from tests.conftest import ROOT, assert_usage_error, run_cli, run_torchrun
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny matmuls: one thread is fastest, and runs must match bitwise
@@ -131,25 +131,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     run_pretrain(load_config(tiny_config(single_dir, data, **settings)))
 
     ddp_config = tiny_config(ddp_dir, data, **{**settings, "batch_size": 2, "max_steps": 10})
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "lmtool",
-    ]
-    env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [*command, "pretrain", str(ddp_config)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_torchrun("-m", "lmtool", "pretrain", str(ddp_config))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(ddp_dir / "run" / "final")  # printed once, by rank 0
     assert "on 2 x cpu" in proc.stderr

@@ -5,10 +5,7 @@ task's evaluator merges per-batch states into what one evaluator over all batche
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +15,7 @@ import yaml
 
 from lmtool.config import load_config
 from lmtool.recipes.pretrain import run_pretrain
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_torchrun
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 from tests.eval_fixtures import run_inproc
 from tests.finetune_fixtures import finetune_config, gazetteer_rows, save_tiny_bert, write_jsonl
@@ -47,17 +44,8 @@ def test_round_robin_slots_deal_every_batch_once_and_pad_to_the_same_number_of_f
 def _torchrun(command: str, config: Path, counts: Path) -> list[list]:
     """`command CONFIG` on 2 gloo ranks; per rank, the input_ids of each validation batch it scored."""
     counts.mkdir()
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     script = ROOT / "tests" / "counted_eval_run.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [*launcher, str(script), command, str(config), str(counts)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_torchrun(str(script), command, str(config), str(counts))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 x cpu" in proc.stderr
     return [json.loads((counts / f"rank-{rank}.json").read_text()) for rank in range(2)]
