@@ -24,6 +24,8 @@ test-fast:
 lint:
 	$(BIN)/ruff check lmtool tests scripts
 	$(BIN)/ruff format --check lmtool tests scripts
+	@if command -v shellcheck >/dev/null 2>&1; then shellcheck scripts/slurm/*.sbatch; \
+	else echo "shellcheck not installed: the SLURM scripts were not checked (apt install shellcheck)" >&2; fi
 
 bench:
 	@for script in scripts/bench_*.py; do \
