@@ -118,6 +118,26 @@ def test_fsdp_steps_equal_ddp_steps_and_final_loads_in_plain_transformers(
 
 
 @pytest.mark.slow
+def test_bf16_fsdp_follows_ddp_autocast_and_keeps_fp32_weights(tmp_path, clm_data):
+    """bf16 under fsdp runs (the policy: test_bf16_is_fsdps_mixed_precision_policy_with_fp32_reduction) with
+    the weights kept in fp32, and its steps agree with DDP's under autocast to bf16 rounding."""
+    from safetensors.torch import load_file
+
+    settings = {**STEPS, "max_steps": 4, "eval_every": 0, "precision": "bf16"}
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        (tmp_path / strategy).mkdir()
+        _torchrun(tiny_config(tmp_path / strategy, clm_data, **settings, distributed={"strategy": strategy}))
+        runs[strategy] = read_metrics(tmp_path / strategy / "run")
+    assert sorted(runs["fsdp"]) == sorted(runs["ddp"]) == [1, 2, 3, 4]
+    for step, ddp in runs["ddp"].items():
+        assert runs["fsdp"][step]["loss"] == pytest.approx(ddp["loss"], abs=2e-3), step
+        assert runs["fsdp"][step]["grad_norm"] == pytest.approx(ddp["grad_norm"], rel=1e-2), step
+    weights = load_file(tmp_path / "fsdp" / "run" / "final" / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
+
+
+@pytest.mark.slow
 def test_checkpoints_resume_on_two_ranks_on_one_and_across_strategies_and_async_saves_equal_sync_ones(
     tmp_path, clm_data
 ):
@@ -251,3 +271,31 @@ def test_shard_units_are_the_blocks_except_those_holding_a_tied_weight_and_fp16_
     assert [type(m).__name__ for m in shard_units(bert)] == ["BertLayer", "BertLayer"]
     with pytest.raises(ConfigError, match="train.precision"):
         FSDPStrategy(DistributedConfig(strategy="fsdp"), Precision("fp16", "cuda"), 2)
+
+
+def test_bf16_is_fsdps_mixed_precision_policy_with_fp32_reduction(monkeypatch):
+    """bf16 shards for compute, gradients reduced in train.distributed.reduce_dtype, and no autocast on top;
+    fp32 runs get no cast at all."""
+    import torch.distributed.device_mesh
+    import torch.distributed.fsdp
+
+    from lmtool.config import DistributedConfig
+    from lmtool.train.fsdp import FSDPStrategy
+    from lmtool.train.precision import Precision
+
+    policies = []
+    monkeypatch.setattr(torch.distributed.device_mesh, "init_device_mesh", lambda *args: "mesh")
+    monkeypatch.setattr(
+        torch.distributed.fsdp, "fully_shard", lambda module, **kw: policies.append(kw["mp_policy"])
+    )
+    model = torch.nn.Linear(2, 2)
+    for reduce_dtype, expected in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        strategy = FSDPStrategy(DistributedConfig(reduce_dtype=reduce_dtype), Precision("bf16", "cpu"), 2)
+        strategy.wrap(model, torch.device("cpu"))
+        assert (policies[-1].param_dtype, policies[-1].reduce_dtype) == (torch.bfloat16, expected)
+        assert not torch.is_autocast_enabled("cpu")
+        with strategy.autocast():
+            assert not torch.is_autocast_enabled("cpu")
+    fp32 = FSDPStrategy(DistributedConfig(), Precision("fp32", "cpu"), 2)
+    fp32.wrap(model, torch.device("cpu"))
+    assert policies[-1].param_dtype is None and policies[-1].reduce_dtype is None
