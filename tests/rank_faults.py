@@ -5,7 +5,7 @@
 FAULT: `raise` (a RuntimeError: a bug), `usage` (an LmtoolError on that rank only), `kill` (SIGKILL
 itself: a rank that dies without a word), `hang` (sleep forever: a rank stuck outside any collective),
 `none` (no fault: lmtool as it is).
-The fault strikes when rank RANK starts step STEP; torchrun runs it with `-m tests.rank_faults`.
+The fault strikes when rank RANK (or `all`: every rank alike) starts step STEP; torchrun runs it with `-m tests.rank_faults`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def main() -> None:
     original = Trainer._accumulate
 
     def faulty(self, *a, **k):
-        if fault != "none" and self.env.rank == int(rank) and self.state.step + 1 == int(step):
+        here = rank == "all" or self.env.rank == int(rank)
+        if fault != "none" and here and self.state.step + 1 == int(step):
             _strike(fault, int(step))
         return original(self, *a, **k)
 

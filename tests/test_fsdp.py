@@ -299,3 +299,18 @@ def test_bf16_is_fsdps_mixed_precision_policy_with_fp32_reduction(monkeypatch):
     fp32 = FSDPStrategy(DistributedConfig(), Precision("fp32", "cpu"), 2)
     fp32.wrap(model, torch.device("cpu"))
     assert policies[-1].param_dtype is None and policies[-1].reduce_dtype is None
+
+
+@pytest.mark.slow
+def test_an_error_on_every_rank_completes_the_checkpoint_written_in_the_background(tmp_path, clm_data):
+    """async_checkpoint: step 2's shards are written in the background when every rank fails at step 3 (exit
+    2 alike): the orderly stop completes step 2's checkpoint, as a synchronous save would have left it."""
+    config = tiny_config(tmp_path, clm_data, batch_size=2, max_steps=8, save_every=2, eval_every=0,
+                         async_checkpoint=True, distributed={"strategy": "fsdp"})  # fmt: skip
+    proc = run_torchrun("-m", "tests.rank_faults", "usage", "all", "3", "pretrain", str(config))
+    assert proc.returncode != 0 and proc.stderr.count("error: injected usage error at step 3") == 2
+    assert "exitcode  : 2" in proc.stderr and "exitcode  : 1" not in proc.stderr
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000002"]  # no .tmp- left unfinished
+    assert checkpoint.latest_checkpoint(tmp_path / "run") == root / "step-00000002"
+    assert checkpoint.verify(root / "step-00000002") is None

@@ -3,6 +3,7 @@ the processed data, the seeds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -45,16 +46,19 @@ def run_on_every_rank(
     distributed.init(env, device, timeout)
     watch = PeerWatch.start(env.world_size, env.rank)
     whereabouts.step = None
-    try:
-        with run_dir_lock(Path(config.run.output_dir), env, device):
+    with contextlib.ExitStack() as held:  # the run directory's lock is released after a stop is handled
+        try:
+            held.enter_context(run_dir_lock(Path(config.run.output_dir), env, device))
             result = recipe(config, env, device, overwrite)
-    except BaseException as exc:
-        # Raised on every rank alike (config checks, agreed stop): the group is left in order and the
-        # error goes on to the CLI. Raised on some ranks only: the whole job ends within seconds.
-        leave_on_failure(watch, exc, timeout)
-        raise
-    finally:
-        console.close_log()
+        except BaseException as exc:
+            # Raised on every rank alike (config checks, agreed stop): the group is left in order (a
+            # background save completed) and the error goes on to the CLI. Raised on some ranks only:
+            # the whole job ends within seconds.
+            leave_on_failure(watch, exc, timeout)
+            raise
+        finally:
+            distributed.forget_shutdown_hooks()  # this run's only (several runs may share a process)
+            console.close_log()
     if watch is not None:
         watch.close()
     distributed.shutdown()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -79,8 +80,27 @@ def init(env: DistEnv, device: torch.device, timeout: float = 3600) -> None:
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout), **kwargs)
 
 
+_on_shutdown: list[Callable[[], None]] = []
+
+
+def on_shutdown(hook: Callable[[], None]) -> None:
+    """Run `hook` (on every rank) when the run ends in order, before the group is left: e.g. to complete a
+    checkpoint whose shards were still being written in the background when all ranks stopped alike."""
+    _on_shutdown.append(hook)
+
+
+def forget_shutdown_hooks() -> None:
+    """The run is over without an orderly shutdown (Ctrl-C, a rank that left at once): drop the hooks."""
+    _on_shutdown.clear()
+
+
 def shutdown() -> None:
-    """Leave the process group in order: a barrier first (without it gloo ranks sometimes abort at teardown)."""
+    """Run the on_shutdown hooks, then leave the process group in order: a barrier first (without it gloo
+    ranks sometimes abort at teardown)."""
+    hooks = list(_on_shutdown)
+    forget_shutdown_hooks()
+    for hook in hooks:
+        hook()
     if dist.is_initialized():
         gc.collect()  # FSDP's modules (reference cycles) release their process group before it is destroyed
         with contextlib.suppress(Exception):

@@ -288,7 +288,7 @@ def leave_on_failure(watch: PeerWatch | None, exc: BaseException, timeout: float
     the group cannot be left in order: a barrier could hang and a teardown could abort)."""
     console.log_exception(exc)
     if watch is None:
-        if exit_code(exc) != EXIT_INTERNAL:
+        if not isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C means now: no waiting for a save
             distributed.shutdown()
         return
     orderly, line = watch.fail(exc, timeout)

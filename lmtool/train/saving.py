@@ -85,6 +85,23 @@ class Saver:
         )
         self.pending: _Pending | None = None
         self.saved_step: int | None = None
+        if cfg.async_checkpoint:
+            distributed.on_shutdown(self.complete_on_stop)
+
+    def complete_on_stop(self) -> None:
+        """All ranks stopped alike (an error on every rank) while shards were written in the background:
+        complete that checkpoint, as a synchronous save would have been, rather than leave it unfinished."""
+        if self.pending is None:
+            return
+        step = self.pending.step
+        try:
+            self.finish_pending()
+        except Exception as exc:  # noqa: BLE001 - the stop's own error is the one to report
+            console.warning(f"the checkpoint of step {step} (written in the background) is incomplete: {exc}")
+        else:
+            console.info(
+                f"completed the checkpoint of step {step}, written in the background before the stop"
+            )
 
     # ------------------------------------------------------------------ saving
 
