@@ -1,20 +1,26 @@
 """GPU checks of issue 16 through the real CLI, on one GPU, in one go (a few minutes on an H100/H200):
-
-- (a) `memory`: `lmtool plan`'s predicted memory per GPU (`memory_gb_per_gpu.ddp.total`; `ddp_checkpointing`
-  with train.gradient_checkpointing) against the peak `lmtool pretrain` logs (`memory_gb` in metrics.jsonl:
-  torch.cuda.max_memory_allocated), eager, for configs/gpt2-124m.yaml and configs/bert-base.yaml. Goal: 15%.
-- (b) `ddp_fsdp`: `torchrun --nproc_per_node 1 -m lmtool pretrain` (nccl), GPT-2 124M, strategy ddp then
-  fsdp: exit 0, finite losses, their largest relative difference per step, memory vs plan's ddp / fsdp.
-- (c) `mfu`: GPT-2 124M, block 1024, bf16 + torch.compile: `mfu` of the last logged window (the first
-  steps compile). Goal: >= 40% on an H100.
+(a) `memory`: `lmtool plan`'s memory per GPU (`memory_gb_per_gpu.ddp[_checkpointing].total`) against the
+`memory_gb` (torch.cuda.max_memory_allocated) `lmtool pretrain` logs, eager, for configs/gpt2-124m.yaml and
+configs/bert-base.yaml, without and with gradient checkpointing (goal: within 15%); (b) `ddp_fsdp`:
+`torchrun --nproc_per_node 1` (nccl), GPT-2 124M under ddp then fsdp: exit 0, finite losses and their
+largest relative difference; (c) `mfu`: GPT-2 124M, block 1024, bf16 + torch.compile: the `mfu` of the last
+logged window, after compilation (goal: >= 40% on an H100).
 
 Runs train on synthetic processed data (random ids; a WordLevel tokenizer of the real tokenizer's size, so
-model and plan pad the same vocabulary) with the config's micro-batch as the global batch, no evaluation,
-no checkpoints: nothing is downloaded. One JSON line on stdout, progress on stderr. Exit 0 even when a goal
-is missed (the numbers are the result); 1 when a run failed (its name and stderr tail are in the JSON; the
-other parts still run). Where a GPU is lent:
+model and plan pad the same vocabulary), the config's micro-batch as the global batch, no evaluation, no
+checkpoints: nothing is downloaded. One JSON line on stdout, progress on stderr. Exit 0 even when a goal is
+missed (the numbers are the result); 1 when a run failed (named, with its stderr tail, in the JSON; the
+other parts still run). Where a GPU is lent, with lmtool's dependencies installed:
 
     python scripts/gpu_check.py 2>gpu_check.log
+
+On the project's `device` machine (its image lacks datasets, pydantic and typer 0.29): here, once,
+`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
+datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.4 pydantic-core==2.50.5
+annotated-types==0.8.0 typing-inspection==0.4.5 typer==0.29.2` (.whl ignored via .git/info/exclude), then
+`run` with carry [".whl"] and timeout_s 600:
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site python3 scripts/gpu_check.py 2>$OUT/gpu_check.log | tee $OUT/gpu_check.json
 
 `--device cpu` checks the plumbing (2-layer 64-wide models, block 32, micro-batch 2, 2 steps, gloo, fp32,
 no compile, no goals; memory is then the process's peak RSS, not comparable with plan): about a minute.
@@ -139,10 +145,14 @@ def prepare(key: str, work: Path, args: argparse.Namespace) -> list[str]:
     return [*sets, *SMOKE[key], f"data.block_size={block}", f"train.batch_size={batch}"] if smoke else sets
 
 
-def compare(predicted: float, records: list[dict]) -> dict:
-    measured = max(r["memory_gb"] for r in records)
-    return {"predicted_gb": round(predicted, 3), "measured_gb": measured,
-            "rel_error": round((predicted - measured) / measured, 4), "last_loss": records[-1]["loss"]}  # fmt: skip
+def compare(plan: dict, records: list[dict]) -> dict:
+    """Plan's total against the run's peak, with plan's parts (to explain an error) and the run's last
+    window (loss, tokens/s, MFU: eager runs beside the compiled one show what compiling gains)."""
+    measured, last = max(r["memory_gb"] for r in records), records[-1]
+    return {"predicted_gb": round(plan["total"], 3), "measured_gb": measured,
+            "rel_error": round((plan["total"] - measured) / measured, 4),
+            "predicted_parts_gb": {k: round(v, 3) for k, v in plan.items() if k not in ("total", "fits")},
+            "last_loss": last["loss"], "tokens_per_s": round(last["tokens_per_s"], 1), "mfu": last.get("mfu")}  # fmt: skip
 
 
 def check_memory(key: str, work: Path, args: argparse.Namespace) -> dict:
@@ -152,7 +162,7 @@ def check_memory(key: str, work: Path, args: argparse.Namespace) -> dict:
     for name in (key, f"{key}_checkpointing"):
         checkpointing = str(name != key).lower()
         records = pretrain(name, key, [*sets, f"train.gradient_checkpointing={checkpointing}"], work)
-        out[name] = compare(memory["ddp_checkpointing" if name != key else "ddp"]["total"], records)
+        out[name] = compare(memory["ddp_checkpointing" if name != key else "ddp"], records)
     return out
 
 
@@ -165,7 +175,7 @@ def check_strategies(work: Path, args: argparse.Namespace) -> dict:
         records = pretrain(
             strategy, "gpt2", [*sets, f"train.distributed.strategy={strategy}"], work, torchrun=True
         )
-        out[strategy] = compare(memory[strategy]["total"], records)
+        out[strategy] = compare(memory[strategy], records)
         losses[strategy] = {r["step"]: r["loss"] for r in records}
     pairs = [(loss, losses["fsdp"].get(step, math.nan)) for step, loss in losses["ddp"].items()]
     out["losses_finite"] = all(math.isfinite(x) for pair in pairs for x in pair)
@@ -177,13 +187,15 @@ def check_mfu(work: Path, args: argparse.Namespace) -> dict:
     """(c) GPT-2 124M, bf16 + torch.compile (not on the CPU smoke run): MFU of the last logged window."""
     steps = args.steps if args.device == "cpu" else max(args.steps, 30)
     sets = prepare("gpt2", work, args)
-    predicted = plan_memory("gpt2", tuple(sets), args.gpu)["ddp"]["total"]
+    predicted = plan_memory("gpt2", tuple(sets), args.gpu)["ddp"]
     sets += [f"train.max_steps={steps}", f"train.compile={str(args.device == 'cuda').lower()}",
              f"train.log_every={10 if steps >= 20 else 1}"]  # fmt: skip
     records = pretrain("mfu", "gpt2", sets, work)
-    last = records[-1]
-    return {"mfu": last.get("mfu"), "tokens_per_s": round(last["tokens_per_s"], 1), "window_end_step": last["step"],
-            "compiled": args.device == "cuda", "memory": compare(predicted, records)}  # fmt: skip
+    return {
+        **compare(predicted, records),
+        "window_end_step": records[-1]["step"],
+        "compiled": args.device == "cuda",
+    }
 
 
 def describe_machine(device: str) -> dict:
@@ -202,11 +214,10 @@ def detect_gpu(device: str) -> str:
 
     from lmtool.planning.estimate import GPUS
 
-    if device != "cuda":
-        return "h100"
-    name = torch.cuda.get_device_name(0)
+    name = torch.cuda.get_device_name(0) if device == "cuda" else ""
+    # The most specific match: "NVIDIA H100 PCIe" is h100-pcie, not h100.
     known = [key for key, part in GPUS.items() if part in name]
-    return max(known, key=lambda key: len(GPUS[key])) if known else "h100"
+    return max(known, key=lambda key: len(GPUS[key]), default="h100")
 
 
 def goals_met(result: dict, args: argparse.Namespace) -> dict | None:
