@@ -95,13 +95,13 @@ def make_data(path: Path, key: str, block: int, blocks: int) -> Path:
     return path
 
 
-def lmtool(name: str, args: list[str], launcher: list[str] | None = None) -> str:
-    """Run `python -m lmtool ARGS` (or `LAUNCHER -m lmtool ARGS`); its stdout, or RunFailed."""
+def lmtool(name: str, args: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m lmtool ARGS` (or `LAUNCHER -m lmtool ARGS`), or raise RunFailed."""
     command = [*(launcher or [sys.executable]), "-m", "lmtool", *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env=RUN_ENV)
     if result.returncode != 0:
         raise RunFailed(name, f"exit {result.returncode}: {result.stderr[-3000:]}")
-    return result.stdout
+    return result
 
 
 def with_sets(sets: list[str]) -> list[str]:
@@ -113,7 +113,7 @@ def plan_memory(key: str, sets: tuple[str, ...], gpu: str) -> dict:
     """`lmtool plan`'s memory per GPU, every strategy with and without checkpointing (one call per shape)."""
     out = lmtool(f"plan {key}", ["plan", str(CONFIGS[key]), "--gpus", "1", "--gpu", gpu, "--format", "json",
                                  *with_sets(list(sets))])  # fmt: skip
-    return json.loads(out)["memory_gb_per_gpu"]
+    return json.loads(out.stdout)["memory_gb_per_gpu"]
 
 
 def pretrain(name: str, key: str, sets: list[str], work: Path, torchrun: bool = False) -> list[dict]:
@@ -121,15 +121,20 @@ def pretrain(name: str, key: str, sets: list[str], work: Path, torchrun: bool = 
     run_dir = work / name
     progress(f"{name}: lmtool pretrain {CONFIGS[key].name}" + (" under torchrun" if torchrun else ""))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
-    lmtool(name, ["pretrain", str(CONFIGS[key]), *with_sets([*sets, f"run.output_dir={run_dir}"])],
-           launcher if torchrun else None)  # fmt: skip
+    result = lmtool(name, ["pretrain", str(CONFIGS[key]), *with_sets([*sets, f"run.output_dir={run_dir}"])],
+                    launcher if torchrun else None)  # fmt: skip
+    for line in result.stderr.splitlines():  # what ran: model, devices, precision, compile, batch geometry
+        if "training " in line and " parameters" in line:
+            progress(f"{name}: {line.strip()}")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if r["type"] == "train"]
 
 
 def prepare(key: str, work: Path, args: argparse.Namespace) -> list[str]:
     """The synthetic data for `key` (enough blocks for every step) and the overrides every run of it shares:
-    data, length, one micro-batch per step, no evaluation or saves, eager, precision; the smoke shape on CPU."""
+    data, length, one micro-batch per step, no evaluation or saves, a 1-step warm-up (the configs' thousands
+    would keep the lr near 0, and ddp vs fsdp would compare barely moving weights), eager, precision; the
+    smoke shape on CPU."""
     from lmtool.config import load_config
 
     config, smoke = load_config(CONFIGS[key]), args.device == "cpu"
@@ -140,8 +145,8 @@ def prepare(key: str, work: Path, args: argparse.Namespace) -> list[str]:
         make_data(data, key, block, batch * max(args.steps, 30) + batch)
     sets = [f"data.processed_dir={data}", f"train.max_steps={args.steps}", "train.global_batch_tokens=null",
             f"train.global_batch_size={batch}", "train.eval_every=0", "train.save_every=0", "train.log_every=1",
-            "train.keep_best=false", "train.stop_before=null", "train.compile=false", f"train.device={args.device}",
-            f"train.precision={'fp32' if smoke else 'bf16'}"]  # fmt: skip
+            "train.keep_best=false", "train.stop_before=null", "train.warmup_steps=1", "train.compile=false",
+            f"train.device={args.device}", f"train.precision={'fp32' if smoke else 'bf16'}"]  # fmt: skip
     return [*sets, *SMOKE[key], f"data.block_size={block}", f"train.batch_size={batch}"] if smoke else sets
 
 
