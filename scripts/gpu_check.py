@@ -20,7 +20,7 @@ datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.4 pydantic-core
 annotated-types==0.8.0 typing-inspection==0.4.5 typer==0.29.2` (.whl ignored via .git/info/exclude), then
 `run` with carry [".whl"] and timeout_s 600:
 
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site python3 scripts/gpu_check.py 2>$OUT/gpu_check.log | tee $OUT/gpu_check.json
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site python3 scripts/gpu_check.py --gpu h200 2>$OUT/gpu_check.log | tee $OUT/gpu_check.json
 
 `--device cpu` checks the plumbing (2-layer 64-wide models, block 32, micro-batch 2, 2 steps, gloo, fp32,
 no compile, no goals; memory is then the process's peak RSS, not comparable with plan): about a minute.
@@ -177,9 +177,8 @@ def check_strategies(work: Path, args: argparse.Namespace) -> dict:
     memory = plan_memory("gpt2", tuple(sets), args.gpu)
     out, losses = {}, {}
     for strategy in ("ddp", "fsdp"):
-        records = pretrain(
-            strategy, "gpt2", [*sets, f"train.distributed.strategy={strategy}"], work, torchrun=True
-        )
+        strategy_set = f"train.distributed.strategy={strategy}"
+        records = pretrain(strategy, "gpt2", [*sets, strategy_set], work, torchrun=True)
         out[strategy] = compare(memory[strategy], records)
         losses[strategy] = {r["step"]: r["loss"] for r in records}
     pairs = [(loss, losses["fsdp"].get(step, math.nan)) for step, loss in losses["ddp"].items()]
@@ -196,11 +195,8 @@ def check_mfu(work: Path, args: argparse.Namespace) -> dict:
     sets += [f"train.max_steps={steps}", f"train.compile={str(args.device == 'cuda').lower()}",
              f"train.log_every={10 if steps >= 20 else 1}"]  # fmt: skip
     records = pretrain("mfu", "gpt2", sets, work)
-    return {
-        **compare(predicted, records),
-        "window_end_step": records[-1]["step"],
-        "compiled": args.device == "cuda",
-    }
+    compiled = args.device == "cuda"
+    return {**compare(predicted, records), "window_end_step": records[-1]["step"], "compiled": compiled}
 
 
 def describe_machine(device: str) -> dict:
@@ -211,18 +207,6 @@ def describe_machine(device: str) -> dict:
     return {"cpu": names[0] if names else platform.processor(), "cpu_count": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "torch": torch.__version__,
             "cuda": torch.version.cuda if device == "cuda" else None}  # fmt: skip
-
-
-def detect_gpu(device: str) -> str:
-    """The `lmtool plan --gpu` name of this GPU (h100 on CPU: the memory estimate does not depend on it)."""
-    import torch
-
-    from lmtool.planning.estimate import GPUS
-
-    name = torch.cuda.get_device_name(0) if device == "cuda" else ""
-    # The most specific match: "NVIDIA H100 PCIe" is h100-pcie, not h100.
-    known = [key for key, part in GPUS.items() if part in name]
-    return max(known, key=lambda key: len(GPUS[key]), default="h100")
 
 
 def goals_met(result: dict, args: argparse.Namespace) -> dict | None:
@@ -241,10 +225,9 @@ def main() -> int:
         "--steps", type=int, help="steps of every run (default 30; 2 on cpu; mfu: at least 30 on cuda)"
     )
     parser.add_argument("--only", choices=["gpt2", "bert", "ddp-fsdp", "mfu"], help="run one part")
-    parser.add_argument("--gpu", help="lmtool plan --gpu name (default: detected)")
+    parser.add_argument("--gpu", default="h100", help="lmtool plan --gpu (only plan's `fits` depends on it)")
     args = parser.parse_args()
     args.steps = args.steps or (30 if args.device == "cuda" else 2)
-    args.gpu = args.gpu or detect_gpu(args.device)
     result: dict = {"benchmark": "gpu_check", "device": args.device, **describe_machine(args.device),
                     "plan_gpu": args.gpu, "steps": args.steps, "goals": GOALS}  # fmt: skip
     parts = {
