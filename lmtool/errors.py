@@ -58,5 +58,9 @@ class Terminated(BaseException):
 
 
 def short_repr(value: object, limit: int = 80) -> str:
+    """repr(value), elided in the middle past `limit`: the end of a long path is its file name."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 3
+    return text[:head] + "..." + text[len(text) - (limit - 3 - head) :]

@@ -167,3 +167,14 @@ def test_help_and_version():
         page = run_cli(*args, "--help").stdout
         assert "lmtool " in page.partition("Example:")[2], args
         assert page.split("\n\n")[1].strip(), args  # the one-line description under Usage
+
+
+def test_a_missing_file_under_a_long_directory_is_named_by_its_file_name(tmp_path):
+    """Long values are shortened in the middle: the file name at the end of a long path stays in the error."""
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "corpus-2026-12-01.txt"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  sources:\n    - path: {deep}\n", encoding="utf-8")
+    assert len(str(deep)) > 100
+    assert_usage_error(
+        run_cli("config", "validate", str(config)), "data.sources.0.path", "corpus-2026-12-01.txt'"
+    )
