@@ -15,11 +15,12 @@ install:
 	fi
 	$(BIN)/pip install --quiet -e ".[dev,tensorboard]"
 
+# Two workers, each file on one (its module fixtures built once): most tests wait on subprocesses.
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast:
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint:
 	$(BIN)/ruff check lmtool tests scripts
