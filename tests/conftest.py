@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ def run_torchrun(*args: str, env: dict | None = None, timeout: float = 300) -> R
     """Run `torchrun --standalone --nproc_per_node 2 ARGS` (a script, or `-m lmtool ...`): two gloo ranks
     on this CPU, one thread each."""
     return run_cli(*args, env={"OMP_NUM_THREADS": "1", **(env or {})}, timeout=timeout, launcher=TORCHRUN)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous set up by hand)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def assert_usage_error(result: Result, *fragments: str) -> None:

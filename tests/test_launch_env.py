@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from lmtool.config import ConfigError, load_config
 from lmtool.errors import LmtoolError, Preempted
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint, distributed, launch_env
-from tests.conftest import ROOT, assert_usage_error, run_cli
+from tests.conftest import ROOT, assert_usage_error, free_port, run_cli
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
 TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -37,12 +36,6 @@ def clean_env(monkeypatch):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_processed_dir(tmp_path_factory.mktemp("data") / "processed")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +90,7 @@ def test_a_partial_environment_is_exit_2_naming_what_is_missing(clean_env, tmp_p
 
 
 def test_an_unreachable_rendezvous_is_exit_2_within_the_timeout(tmp_path, data):
-    env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     started = time.monotonic()
     result = run_cli(
         "pretrain",
@@ -111,7 +104,7 @@ def test_an_unreachable_rendezvous_is_exit_2_within_the_timeout(tmp_path, data):
 @pytest.mark.slow
 def test_two_srun_tasks_train_together(tmp_path, data):
     """What `srun --ntasks 2 lmtool pretrain` starts: two processes that only have SLURM's variables."""
-    job_id = _free_port() - 10000  # MASTER_PORT = 10000 + job id
+    job_id = free_port() - 10000  # MASTER_PORT = 10000 + job id
     config = tiny_config(tmp_path, data, max_steps=6, batch_size=2)
     procs = []
     for rank in range(2):

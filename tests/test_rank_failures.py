@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from lmtool.config import load_config
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import failures
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, free_port, run_cli
 from tests.engine_fixtures import make_processed_dir, tiny_config
 
 BOUND_S = 10  # README Clusters: the job ends within 10 s of a rank's failure
@@ -35,16 +34,10 @@ def data(tmp_path_factory):
     return make_processed_dir(tmp_path_factory.mktemp("data") / "processed")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _by_hand(config: Path, fault: str, *extra: str) -> list[tuple[int, str, float]]:
     """Two ranks started by hand (what `srun` without --kill-on-bad-exit does), rank 1 faulting at step 3:
     per rank (exit code, stderr, seconds from the fault to its exit; fault `none`: no fault)."""
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in range(2):
         env = ENV | {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}

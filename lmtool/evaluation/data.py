@@ -34,8 +34,6 @@ def is_processed_dir(path: Path) -> bool:
 
 def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> EvalData:
     """The blocks of one split (the first `max_samples` of them), checked against the model's tokenizer."""
-    import datasets
-
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("kind") == "finetune":
         raise LmtoolError(
@@ -47,7 +45,18 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
         raise LmtoolError(
             f"{path} holds {objective} data but the model is a {kind} LM: evaluate it on matching data"
         )
-    _check_tokenizer(path, manifest, tokenizer, cfg.model)
+    check_tokenizer(path, manifest, tokenizer, cfg.model)
+    dataset = load_split(path, cfg)
+    rows = [np.asarray(row, dtype=np.int64) for row in dataset.with_format("numpy")["input_ids"]]
+    if not rows:
+        raise LmtoolError(f"{path / cfg.split} has no blocks to evaluate")
+    return EvalData(rows, True, f"{path}:{cfg.split}")
+
+
+def load_split(path: Path, cfg: EvaluateConfig):
+    """evaluate.split of processed dir `path` (its first `max_samples` rows), or exit 2 naming the splits it has."""
+    import datasets
+
     split_dir = path / cfg.split
     if not split_dir.is_dir():
         have = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != "tokenizer")
@@ -56,16 +65,14 @@ def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> 
             f"{path} has no such split (it has: {', '.join(have) or 'none'})",
             value=cfg.split,
         )
+    datasets.disable_progress_bars()
     dataset = datasets.load_from_disk(str(split_dir))
     if cfg.max_samples is not None:
         dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
-    rows = [np.asarray(row, dtype=np.int64) for row in dataset.with_format("numpy")["input_ids"]]
-    if not rows:
-        raise LmtoolError(f"{split_dir} has no blocks to evaluate")
-    return EvalData(rows, True, f"{path}:{cfg.split}")
+    return dataset
 
 
-def _check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
+def check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
     """The data's ids must mean what the model's tokenizer means: same fingerprint (older manifests
     have none: then at least the same vocabulary size)."""
     from lmtool.data.identity import tokenizer_identity

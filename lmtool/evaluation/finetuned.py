@@ -98,28 +98,15 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
 
 def _processed(path: Path, cfg: EvaluateConfig, pred: Predictor):
     """One split of a processed fine-tuning dir, its label ids turned into the model's."""
-    import datasets
-
-    from lmtool.evaluation.data import _check_tokenizer
+    from lmtool.evaluation.data import check_tokenizer, load_split
 
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("kind") != "finetune":
         raise LmtoolError(f"{path} holds language-model data: evaluate {cfg.model} on labeled data")
     if manifest.get("task") != pred.task:
         raise LmtoolError(f"{path} holds {manifest.get('task')} data but {cfg.model} is a {pred.task} model")
-    _check_tokenizer(path, manifest, pred.tokenizer, cfg.model)
-    split_dir = path / cfg.split
-    if not split_dir.is_dir():
-        have = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != "tokenizer")
-        raise ConfigError(
-            "evaluate.split",
-            f"{path} has no such split (it has: {', '.join(have) or 'none'})",
-            value=cfg.split,
-        )
-    datasets.disable_progress_bars()
-    dataset = datasets.load_from_disk(str(split_dir))
-    if cfg.max_samples is not None:
-        dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
+    check_tokenizer(path, manifest, pred.tokenizer, cfg.model)
+    dataset = load_split(path, cfg)
     if pred.problem == "regression":
         return dataset, f"{path}:{cfg.split}"
     data_labels = list(manifest.get("labels") or [])

@@ -15,6 +15,7 @@ from lmtool.errors import ConfigError, LmtoolError
 from lmtool.planning.memory import memory_per_gpu
 from lmtool.planning.model import ModelShape, model_shape
 from lmtool.train.metrics import GPU_MEMORY_GB, GPU_PEAK_BF16
+from lmtool.train.plan import total_steps
 
 # A micro-step of fewer tokens per GPU leaves a large GPU waiting on kernel launches.
 MIN_TOKENS_PER_MICRO_STEP = 4096
@@ -173,19 +174,8 @@ def _throughput(config: Config, shape: ModelShape, batch: dict, precision: str, 
 
 
 def _total_steps(config: Config, global_batch: int, tokens_per_step: int) -> int | None:
-    """As lmtool.train.plan.make_plan counts them; None when epochs decide and the data is not there."""
-    train = config.train
-    limits = []
-    if train.max_steps is not None:
-        limits.append(train.max_steps)
-    if train.max_tokens is not None:
-        limits.append(math.ceil(train.max_tokens / tokens_per_step))
-    if train.epochs is not None or not limits:
-        sequences = _train_sequences(config)
-        if sequences is None:
-            return min(limits) if limits else None
-        limits.append(max(math.ceil((train.epochs or 1.0) * sequences / global_batch), 1))
-    return min(limits)
+    """As the engine counts them (train.plan.total_steps); None when epochs decide and the data is not there."""
+    return total_steps(config.train, global_batch, tokens_per_step, _train_sequences(config))
 
 
 def _train_sequences(config: Config) -> int | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmtool.config import Config
+from lmtool.config import Config, TrainConfig
 from lmtool.config import checks as config_checks
 from lmtool.errors import LmtoolError
 
@@ -39,14 +39,21 @@ def make_plan(config: Config, n_train: int, world_size: int, sequence_length: in
             f"the training split in {config.data.processed_dir} is empty: add data or lower data.block_size"
         )
     tokens_per_step = global_batch * block
+    steps = total_steps(cfg, global_batch, tokens_per_step, n_train)
+    return Plan(cfg.batch_size, global_batch // per_micro, global_batch, steps, tokens_per_step)
+
+
+def total_steps(cfg: TrainConfig, global_batch: int, tokens_per_step: int, n_train: int | None) -> int | None:
+    """The first of max_steps, max_tokens and epochs (1 when none is set) to be reached. `n_train` None (the
+    data is not there yet, for `lmtool plan`): epochs cannot be counted, so only the other limits, if any."""
     limits = []
     if cfg.max_steps is not None:
         limits.append(cfg.max_steps)
     if cfg.max_tokens is not None:
         limits.append(math.ceil(cfg.max_tokens / tokens_per_step))
-    if cfg.epochs is not None or not limits:
+    if (cfg.epochs is not None or not limits) and n_train is not None:
         limits.append(max(math.ceil((cfg.epochs or 1.0) * n_train / global_batch), 1))
-    return Plan(cfg.batch_size, global_batch // per_micro, global_batch, min(limits), tokens_per_step)
+    return min(limits) if limits else None
 
 
 def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module, device: torch.device) -> bool:
