@@ -281,3 +281,14 @@ def test_target_modules_the_model_lacks_exit_2_listing_some_it_has(setup, tmp_pa
     config = write_config(setup, tmp_path, {**LORA, "target_modules": ["q_proj", "v_proj"]})
     result = run_cli("finetune", str(config), env={"OMP_NUM_THREADS": "1"})
     assert_usage_error(result, "finetune.lora.target_modules", "q_proj, v_proj", "query", "dense")
+
+
+def test_lora_with_fsdp_exits_2_before_any_preprocessing(setup, tmp_path):
+    """fsdp checkpoints whole sharded models; a LoRA run's hold only its adapters: refused up front."""
+    config = write_config(setup, tmp_path, LORA, distributed={"strategy": "fsdp"})
+    raw = json.loads(config.read_text())
+    raw["data"]["processed_dir"] = str(tmp_path / "processed")
+    config.write_text(json.dumps(raw))
+    assert_usage_error(run_cli("finetune", str(config), env={"OMP_NUM_THREADS": "1"}),
+                       "train.distributed.strategy", "finetune.lora")  # fmt: skip
+    assert not (tmp_path / "processed").exists() and not (tmp_path / "run").exists()

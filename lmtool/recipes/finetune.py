@@ -46,9 +46,16 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
 
 
 def _checks(config: Config) -> None:
-    """The model to fine-tune, refused before any preprocessing or training time is spent."""
+    """The model to fine-tune, and settings that cannot go together, refused before any preprocessing or
+    training time is spent."""
     from lmtool.finetune.heads import check_model
 
+    if config.finetune.lora is not None and config.train.distributed.strategy == "fsdp":
+        raise ConfigError(
+            "train.distributed.strategy",
+            "fsdp cannot checkpoint a LoRA model (its checkpoints hold only the adapters): use ddp with finetune.lora",
+            value="fsdp",
+        )
     check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
 
 

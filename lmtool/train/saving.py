@@ -73,12 +73,6 @@ class Saver:
                 "needs train.distributed.strategy fsdp (sharded checkpoints); ddp checkpoints are written by rank 0 alone",
                 value=True,
             )
-        if self.sharded and type(trainer.model_files) is not ModelFiles:
-            raise ConfigError(
-                "train.distributed.strategy",
-                "fsdp cannot save a model that checkpoints only part of itself (finetune.lora); use ddp",
-                value="fsdp",
-            )
         # async_save's writes and their collectives run in a thread: on a group of their own (gloo, on CPU).
         self.group = (
             dist.new_group(backend="gloo") if cfg.async_checkpoint and dist.is_initialized() else None
