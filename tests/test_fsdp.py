@@ -291,13 +291,13 @@ def test_bf16_is_fsdps_mixed_precision_policy_with_fp32_reduction(monkeypatch):
     model = torch.nn.Linear(2, 2)
     for reduce_dtype, expected in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         strategy = FSDPStrategy(DistributedConfig(reduce_dtype=reduce_dtype), Precision("bf16", "cpu"), 2)
-        strategy.wrap(model, torch.device("cpu"))
+        strategy.wrap(model, None, torch.device("cpu"))
         assert (policies[-1].param_dtype, policies[-1].reduce_dtype) == (torch.bfloat16, expected)
         assert not torch.is_autocast_enabled("cpu")
         with strategy.autocast():
             assert not torch.is_autocast_enabled("cpu")
     fp32 = FSDPStrategy(DistributedConfig(), Precision("fp32", "cpu"), 2)
-    fp32.wrap(model, torch.device("cpu"))
+    fp32.wrap(model, None, torch.device("cpu"))
     assert policies[-1].param_dtype is None and policies[-1].reduce_dtype is None
 
 

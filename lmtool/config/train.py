@@ -105,6 +105,10 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass to save memory."
     )
+    fused_loss: bool | Literal["auto"] = Field(
+        "auto",
+        description="Causal LM losses (clm, sft) from the hidden states and the head's weight in chunks, never forming the full-vocabulary logits (liger-kernel's kernel on CUDA when the `fused` extra is installed, else chunked PyTorch); auto = on for CUDA with liger-kernel installed. Off under fsdp on several processes and for heads that are not a plain linear layer.",
+    )
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     max_tokens: int | None = Field(None, ge=1, description="Stop after this many training tokens.")
     epochs: float | None = Field(

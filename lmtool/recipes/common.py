@@ -159,3 +159,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def use_fused_loss(
+    task, model: torch.nn.Module, config: Config, device: torch.device, world_size: int
+) -> None:
+    """Turn on train.fused_loss for a task that supports it (clm, sft) when the model's head allows it."""
+    from lmtool.tasks.linear_ce import head_weight, liger_available
+
+    setting, cfg = config.train.fused_loss, config.train
+    if not hasattr(task, "fused_head") or setting is False:
+        return
+    if setting == "auto" and not (device.type == "cuda" and liger_available()):
+        return
+    if cfg.distributed.strategy == "fsdp" and world_size > 1:
+        if setting is True:
+            console.info("train.fused_loss: off under fsdp on several processes (the head is sharded)")
+        return
+    task.fused_head = head_weight(model) is not None
+    if setting is True and not task.fused_head:
+        console.info(
+            f"train.fused_loss: {type(model).__name__}'s logits are not its hidden states times a linear head: off"
+        )

@@ -18,6 +18,7 @@ from lmtool.recipes.common import (
     refuse_stale,
     run_on_every_rank,
     seed_everything,
+    use_fused_loss,
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
@@ -96,6 +97,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         model, model_files = apply_lora(model, ft.lora), LoraFiles(ft.lora.merge)
     lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None
     task = make_finetune_task(manifest, tokenizer, ft, device, processed)
+    use_fused_loss(task, model.to(device), config, device, env.world_size)
     seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
     trainer = Trainer(
         config=config,

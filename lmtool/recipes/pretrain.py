@@ -16,6 +16,7 @@ from lmtool.recipes.common import (
     refuse_stale,
     run_on_every_rank,
     seed_everything,
+    use_fused_loss,
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
@@ -52,6 +53,7 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
     keep_cpu_memory(device)
     model = build_model(config, tokenizer)
     task = make_task(config.data.objective, tokenizer, seed=config.run.seed, mlm=config.train.mlm)
+    use_fused_loss(task, model.to(device), config, device, env.world_size)
     seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
     trainer = Trainer(
         config=config,

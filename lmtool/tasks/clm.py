@@ -9,19 +9,36 @@ import torch.nn.functional as F
 
 from lmtool.data.collate import IGNORE, pad_batch
 from lmtool.tasks.base import TokenLossEvaluator, model_inputs
+from lmtool.tasks.linear_ce import linear_cross_entropy
+
+
+def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Position t predicts labels[t+1]; the last position gets IGNORE. The labels are shifted, not the logits:
+    slicing the full-vocabulary logits would copy them, and its backward would fill and copy a gradient of
+    the same size."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token NLL (position t predicts labels[t+1]) in fp32, and the number of scored tokens.
-
-    The labels are shifted (the last position gets IGNORE), not the logits: slicing the full-vocabulary
-    logits would copy them, and its backward would fill and copy a gradient of the same size.
-    """
-    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    """Summed next-token NLL in fp32, and the number of scored tokens."""
+    shifted = next_token_labels(labels)
     nll = F.cross_entropy(
         logits.float().reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
     return nll, (shifted != IGNORE).sum()
+
+
+def causal_nll(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor, fused_head: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """token_nll of the model on `inputs`; with `fused_head` (train.fused_loss, see linear_ce.head_weight)
+    from the hidden states and the head's weight, never forming the logits."""
+    if not fused_head:
+        return token_nll(model(**inputs).logits, labels)
+    hidden = model.base_model(**inputs)[0]
+    shifted = next_token_labels(labels)
+    weight = model.get_output_embeddings().weight
+    return linear_cross_entropy(hidden, weight, shifted), (shifted != IGNORE).sum()
 
 
 class CausalLMTask:
@@ -30,6 +47,7 @@ class CausalLMTask:
     def __init__(self, tokenizer):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
+        self.fused_head = False  # train.fused_loss, set by the recipe once the model is known
 
     def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = pad_batch(examples, self.pad_id)
@@ -42,8 +60,7 @@ class CausalLMTask:
     def loss(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(**model_inputs(batch)).logits
-        nll, count = token_nll(logits, batch["labels"])
+        nll, count = causal_nll(model, model_inputs(batch), batch["labels"], self.fused_head)
         return nll / count.clamp(min=1), count
 
     def evaluator(self) -> TokenLossEvaluator:

@@ -14,7 +14,7 @@ import torch
 
 from lmtool.data.collate import IGNORE
 from lmtool.tasks.base import TokenLossEvaluator
-from lmtool.tasks.clm import token_nll
+from lmtool.tasks.clm import causal_nll
 from lmtool.tasks.padding import pad_inputs, pad_rows
 
 
@@ -39,16 +39,16 @@ def model_mask(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def sft_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The logits of a padded or packed batch."""
+def sft_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's inputs for a padded or packed batch."""
     if "position_ids" not in batch:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     mask = block_causal_mask(batch["position_ids"], batch["attention_mask"])
-    return model(
-        input_ids=batch["input_ids"],
-        attention_mask=model_mask(model, mask),
-        position_ids=batch["position_ids"],
-    ).logits
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": model_mask(model, mask),
+        "position_ids": batch["position_ids"],
+    }
 
 
 class SftTask:
@@ -58,6 +58,7 @@ class SftTask:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.fused_head = False  # train.fused_loss, set by the recipe once the model is known
 
     def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch, length = pad_inputs(examples, self.pad_id, self.pad_to_multiple_of)
@@ -70,14 +71,14 @@ class SftTask:
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean cross-entropy over the response tokens, number of response tokens)."""
-        nll, count = token_nll(sft_forward(model, batch), batch["labels"])
+        nll, count = causal_nll(model, sft_inputs(model, batch), batch["labels"], self.fused_head)
         return nll / count.clamp(min=1), count
 
     def evaluator(self) -> TokenLossEvaluator:
         """Loss and perplexity over the response tokens of the split."""
 
         def stats(model, batch):
-            nll, count = token_nll(sft_forward(model, batch), batch["labels"])
+            nll, count = causal_nll(model, sft_inputs(model, batch), batch["labels"], fused_head=False)
             return nll, count, 0
 
         return TokenLossEvaluator(stats)

@@ -21,6 +21,7 @@ from torch import nn
 from lmtool.config import DistributedConfig
 from lmtool.errors import LmtoolError
 from lmtool.train import launch_env
+from lmtool.train.forward import TaskForward
 from lmtool.train.precision import Precision
 
 if TYPE_CHECKING:
@@ -124,12 +125,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def as_float(value: torch.Tensor) -> float:
-    """A norm or sum as a float; a DTensor (FSDP's gradient norm is one) is made whole first."""
-    full = getattr(value, "full_tensor", None)
-    return float(full() if full is not None else value)
-
-
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when the flag is set on any rank (how all ranks agree to stop)."""
     if not dist.is_initialized():
@@ -139,16 +134,42 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+class StopVote:
+    """Whether any rank voted to stop this step (the vote is summed with the step's totals), read without
+    draining the GPU: on CUDA each step's sum is copied to pinned host memory as it completes and read one
+    step later, so every rank reads the same step's vote and all stop after the same step; elsewhere the
+    collectives already block, so it is read at once."""
+
+    def __init__(self, device: torch.device):
+        self.lagged = device.type == "cuda"
+        self.pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
+
+    def __call__(self, votes: torch.Tensor) -> bool:
+        if not self.lagged:
+            return bool(votes > 0)
+        host = torch.empty((), dtype=votes.dtype, pin_memory=True)
+        host.copy_(votes, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        previous, self.pending = self.pending, (host, event)
+        if previous is None:
+            return False
+        previous[1].synchronize()  # recorded a step ago: long done, the queue behind it is not waited for
+        return bool(previous[0] > 0)
+
+
 class SingleProcess:
-    """No wrapping, nothing to synchronise."""
+    """No wrapping, nothing to synchronise. `wrap` returns the module the loop calls, `TaskForward` (the
+    model and the task's loss), compiled whole when asked: the loss is then fused with the logits."""
 
     sharded_checkpoints = False
 
     def __init__(self, precision: Precision):
         self.precision = precision
 
-    def wrap(self, model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
-        return torch.compile(model) if compile else model
+    def wrap(self, model: nn.Module, task, device: torch.device, compile: bool = False) -> nn.Module:
+        forward = TaskForward(model, task)
+        return torch.compile(forward) if compile else forward
 
     def no_sync(self, model: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -156,15 +177,25 @@ class SingleProcess:
     def autocast(self) -> contextlib.AbstractContextManager:
         return self.precision.autocast()
 
+    def total_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The 2-norm of all gradients together, as a device tensor (no host sync)."""
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
+
+    def scale_grads(self, grads: list[torch.Tensor], factor: torch.Tensor) -> None:
+        torch._foreach_mul_(grads, factor)
+
 
 class DDPStrategy(SingleProcess):
-    """DistributedDataParallel: replicated weights, gradients all-reduced on the last micro-step only."""
+    """DistributedDataParallel: replicated weights, gradients all-reduced on the last micro-step only.
+    Compiled outside DDP (torch.compile(DDP(...))), as torch recommends: the graph is split at the
+    gradient buckets, so their all-reduce overlaps the backward."""
 
-    def wrap(self, model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
+    def wrap(self, model: nn.Module, task, device: torch.device, compile: bool = False) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(torch.compile(model) if compile else model, device_ids=ids)
+        ddp = DistributedDataParallel(TaskForward(model, task), device_ids=ids)
+        return torch.compile(ddp) if compile else ddp
 
     def no_sync(self, model: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager:
         return model.no_sync() if skip_sync else contextlib.nullcontext()

@@ -9,7 +9,6 @@ any split of the same global batch gives the same step.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from lmtool.train.rundir import open_run_dir
 from lmtool.train.saving import Saver
 from lmtool.train.sharded_eval import sharded_metrics
 from lmtool.train.signals import StopRequest, ignore_stop_signals
+from lmtool.train.step_stats import LOSS_SUM, TARGETS, TOKENS, StepNumbers, StepStats
 
 
 class Trainer:
@@ -98,9 +98,13 @@ class Trainer:
         # Wrapped before the optimizer is built: fully_shard replaces the parameters by sharded ones.
         self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.strategy = distributed.strategy_for(env, self.cfg.distributed, precision)
-        self.model = self.strategy.wrap(model, device, compile=self.compiled)
+        self.model = self.strategy.wrap(model, task, device, compile=self.compiled)
         self.params = list(model.parameters())
         self.optimizer = build_optimizer(model, self.cfg, device, lr_scale)
+        self.skip_on_device = bool(self.optimizer.defaults.get("fused")) and not precision.needs_scaler
+        self.stats = StepStats()
+        self.stop_vote = distributed.StopVote(device)
+        self._last_step: StepNumbers | None = None
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
@@ -124,7 +128,7 @@ class Trainer:
         if self.env.is_main:
             checkpoint.start_lineage(self.run_dir, self.resume_from)
         self.model.train()
-        window = TrainWindow(state)
+        self.window = TrainWindow(state)
         with (
             StopRequest() as stop,
             console.progress("train", total=plan.total_steps, extra="{task.fields[status]}") as bar,
@@ -136,17 +140,17 @@ class Trainer:
                 failures.whereabouts.step = state.step + 1  # named if a collective of this step hangs
                 group = self.optimizer.param_groups[0]
                 lr = group["lr"] / group["lr_scale"]  # the schedule's lr, before any per-layer scale
-                loss_sum, targets, tokens, stop_votes = self._accumulate(batches, stop)
-                grad_norm = self._optimizer_step(loss_sum / max(targets, 1), targets)
+                totals, stop_votes = self._accumulate(batches, stop)
+                skipped, grad_norm = self._optimizer_step(totals)
                 state.step += 1
                 state.samples_seen += plan.global_batch
-                state.tokens_seen += tokens
                 self.deadline.step_done()
-                window.add(loss_sum, targets, tokens)
+                self.stats.record(state.step, totals, skipped, grad_norm)  # read when logging or saving
                 bar.update(completed=state.step)
 
                 if state.step % self.cfg.log_every == 0 or state.step == plan.total_steps:
-                    record = window.flush(state, plan.total_steps, lr=lr, grad_norm=grad_norm)
+                    last = self._settle()
+                    record = self.window.flush(state, plan.total_steps, lr=lr, grad_norm=last.grad_norm)
                     self._log_train(record, bar)
                 if (
                     self.cfg.eval_every
@@ -155,10 +159,10 @@ class Trainer:
                 ):
                     self._evaluate()
                 if self.cfg.save_every and state.step % self.cfg.save_every == 0:
-                    self.saver.save(wait=False)
+                    self._save(wait=False)
                 # The step in progress at the signal is saved (torchrun: the vote in _accumulate decides).
-                if stop_votes or (stop.requested and not self.env.enabled):
-                    self.saver.save()
+                if stop_votes or (not self.env.enabled and (stop.requested or self.deadline.near())):
+                    self._save()
                     reason = stop.signal_name or ("time limit" if self.deadline.near() else "stop signal")
                     if self.env.is_main:
                         write_marker(self.run_dir, reason, state.step)
@@ -167,64 +171,96 @@ class Trainer:
                         "rerun the same command to resume (exit code 3 = requeue)"
                     )
         self._evaluate()
-        self.saver.save()
+        self._save()
         return self.saver.write_final()
 
-    def _accumulate(self, batches, stop: StopRequest) -> tuple[float, int, int, bool]:
-        """Forward/backward over the step's micro-batches; returns (loss sum, target tokens, tokens, stop vote)
-        summed over all ranks. Gradients are left as sums of per-token losses / loss_divisor (scaled later).
-        The stop vote is read after the last backward, so a signal during this step stops after it."""
+    def _accumulate(self, batches, stop: StopRequest) -> tuple[torch.Tensor, bool]:
+        """Forward/backward over the step's micro-batches; returns the device tensor (loss sum, target tokens,
+        tokens, stop votes) summed over all ranks, and whether to stop after this step. Gradients are left as
+        sums of per-token losses / loss_divisor (scaled later). The stop vote is taken after the last
+        backward, so a signal during this step stops after it (one step later on CUDA with several ranks:
+        see distributed.StopVote)."""
         local = torch.zeros(4, dtype=distributed.accumulator_dtype(self.device), device=self.device)
         for micro in range(self.plan.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
             last = micro == self.plan.accumulation - 1
             with self.strategy.no_sync(self.model, skip_sync=not last), self.strategy.autocast():
-                loss, count = self.task.loss(self.model, batch)
+                loss, count = self.model(batch)
             self.scaler.scale(loss * count / self.loss_divisor).backward()
             mask = batch.get("attention_mask")
-            tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
-            local[0] += loss.detach().to(local.dtype) * count
-            local[1] += count
-            local[2] += tokens
+            local[LOSS_SUM] += loss.detach().to(local.dtype) * count
+            local[TARGETS] += count
+            local[TOKENS] += mask.sum() if mask is not None else batch["input_ids"].numel()
+        if not self.env.enabled:
+            return local, False  # one process decides after the update (fit)
         local[3] = float(stop.requested or self.deadline.near())
-        total = distributed.all_reduce_sum(local).tolist()
-        return total[0], int(total[1]), int(total[2]), total[3] > 0
+        totals = distributed.all_reduce_sum(local)
+        return totals, self.stop_vote(totals[3])
 
-    def _optimizer_step(self, step_loss: float, targets: int) -> float:
-        """Average the summed gradients over all target tokens, clip, step; skip the update if non-finite."""
-        state = self.state
+    def _optimizer_step(self, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Average the summed gradients over all target tokens and clip them in one pass, step; skip the update
+        if the loss or the gradient is not finite. Returns (skipped, grad norm before clipping) on the device:
+        with a fused AdamW the skip is decided on the device too (its found_inf input), so the step waits
+        for nothing."""
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         # DDP and FSDP averaged over ranks: undo that and loss_divisor, and divide by the global number of target tokens.
-        torch._foreach_mul_(grads, self.env.world_size * self.loss_divisor / max(targets, 1))
-        if self.cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        to_mean = (self.env.world_size * self.loss_divisor / totals[TARGETS].clamp(min=1)).float()
+        norm = to_mean * self.strategy.total_norm(grads)
+        factor = to_mean
+        if self.cfg.grad_clip > 0:  # clip_grad_norm_'s coefficient, folded into the averaging
+            factor = to_mean * (self.cfg.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+        self.strategy.scale_grads(grads, factor)
+        skipped = ~torch.isfinite(totals[LOSS_SUM])
+        if not self.precision.needs_scaler:  # with fp16 the scaler itself skips steps with inf gradients
+            skipped |= ~torch.isfinite(norm)
+        if self.skip_on_device:
+            self.optimizer.found_inf = skipped.float()
+            self.optimizer.step()
+        elif not bool(skipped):  # fp16's GradScaler and the foreach AdamW decide on the host
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.get_scale() < scale:  # the scaler found inf/NaN gradients: update skipped
+                self.state.scaler_skipped += 1
+                console.info(
+                    f"step {self.state.step + 1}: fp16 gradient overflow, update skipped, loss scale lowered"
+                )
         else:
-            norm = torch.nn.utils.get_total_norm(grads)
-        grad_norm = distributed.as_float(norm)
-        finite = math.isfinite(step_loss) and (math.isfinite(grad_norm) or self.precision.needs_scaler)
-        if finite:
-            self.scaler.step(self.optimizer)  # with fp16, the scaler itself skips steps with inf gradients
-            state.nonfinite_in_row = 0
-        else:
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return skipped, norm
+
+    def _settle(self) -> StepNumbers:
+        """Read the steps recorded on the device into the progress counters and the log window (before a log
+        line or a checkpoint); stop after train.max_nonfinite skipped updates in a row. Returns the last step's."""
+        state = self.state
+        rows = self.stats.read()
+        for row in rows:
+            state.tokens_seen += row.tokens
+            self.window.add(row.loss_sum, row.targets, row.tokens)
+            if not row.skipped:
+                state.nonfinite_in_row = 0
+                continue
             state.nonfinite_total += 1
             state.nonfinite_in_row += 1
             console.warning(
-                f"step {state.step + 1}: non-finite loss or gradient ({step_loss:.4g}); update skipped"
+                f"step {row.step}: non-finite loss or gradient ({row.loss_sum / max(row.targets, 1):.4g}); "
+                "update skipped"
             )
-        scale = self.scaler.get_scale()
-        self.scaler.update()
-        if finite and self.scaler.get_scale() < scale:  # the scaler found inf/NaN gradients: update skipped
-            state.scaler_skipped += 1
-            console.info(f"step {state.step + 1}: fp16 gradient overflow, update skipped, loss scale lowered")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        if state.nonfinite_in_row >= self.cfg.max_nonfinite:
-            raise TrainingStopped(
-                f"{state.nonfinite_in_row} non-finite losses in a row at step {state.step + 1}: lower train.lr, "
-                f"use precision fp32 or check the data; the last good checkpoint is kept in {self.run_dir / checkpoint.CHECKPOINTS}"
-            )
-        return grad_norm
+            if state.nonfinite_in_row >= self.cfg.max_nonfinite:
+                raise TrainingStopped(
+                    f"{state.nonfinite_in_row} non-finite losses in a row at step {row.step}: lower train.lr, "
+                    f"use precision fp32 or check the data; the last good checkpoint is kept in {self.run_dir / checkpoint.CHECKPOINTS}"
+                )
+        if rows:
+            self._last_step = rows[-1]
+        return self._last_step
+
+    def _save(self, wait: bool = True) -> None:
+        self._settle()
+        self.saver.save(wait=wait)
 
     # ------------------------------------------------------------------ data
 
@@ -263,7 +299,7 @@ class Trainer:
         if failed:
             raise failure or LmtoolError(f"another rank could not evaluate step {self.state.step}")
         if self.keep_best and improved:
-            self.saver.save(wait=False)
+            self._save(wait=False)
         if exhausted and not self._stop_early and self.state.step < self.plan.total_steps:
             self.best.announce_stop(self.state)
         self._stop_early = exhausted

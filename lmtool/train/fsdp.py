@@ -16,6 +16,7 @@ from torch import nn
 from lmtool import console
 from lmtool.config import ConfigError
 from lmtool.config.train import DistributedConfig
+from lmtool.train.forward import TaskForward
 from lmtool.train.precision import Precision
 
 _REDUCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -39,8 +40,10 @@ class FSDPStrategy:
         self.cfg, self.precision, self.world_size = cfg, precision, world_size
         self.cast_by_policy = world_size > 1 and precision.autocast_dtype is not None
 
-    def wrap(self, model: nn.Module, device: torch.device, compile: bool = False) -> nn.Module:
-        """Shard `model` in place (gradient checkpointing must already be on) and compile the root after."""
+    def wrap(self, model: nn.Module, task, device: torch.device, compile: bool = False) -> nn.Module:
+        """Shard `model` in place (gradient checkpointing must already be on); return it with the task's loss
+        (`TaskForward`), compiled after sharding when asked. The model stays the root unit, so evaluation
+        calls it directly."""
         if self.world_size > 1:
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -69,14 +72,28 @@ class FSDPStrategy:
             fully_shard(model, **kwargs)  # the root: tied weights (embeddings, LM head) stay one parameter
             if len(list(model.parameters())) != distinct:
                 raise RuntimeError("fully_shard untied a tied weight")
-        return torch.compile(model) if compile else model
+        self.root = model
+        forward = TaskForward(model, task)
+        return torch.compile(forward) if compile else forward
 
     def no_sync(self, model: nn.Module, skip_sync: bool) -> contextlib.AbstractContextManager:
         """FSDP2's no_sync: no reduce-scatter on the micro-steps before the last one."""
         if self.world_size > 1:
-            inner = getattr(model, "_orig_mod", model)  # under torch.compile
-            inner.set_requires_gradient_sync(not skip_sync)
+            self.root.set_requires_gradient_sync(not skip_sync)
         return contextlib.nullcontext()
+
+    def total_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The 2-norm over every rank's gradient shards, as a plain device tensor (an all-reduce, no host sync)."""
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        full = getattr(norm, "full_tensor", None)
+        return full() if full is not None else norm
+
+    def scale_grads(self, grads: list[torch.Tensor], factor: torch.Tensor) -> None:
+        """The gradient shards times a plain tensor, taken as replicated on every rank."""
+        from torch.distributed.tensor.experimental import implicit_replication
+
+        with implicit_replication():
+            torch._foreach_mul_(grads, factor)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """None when the mixed-precision policy already computes in bf16 (the loss is taken in fp32)."""
