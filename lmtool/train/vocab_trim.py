@@ -31,7 +31,7 @@ def trim_vocab(
 ) -> tuple[dict[str, torch.Tensor], object]:
     """`state` (model's weights) and a copy of model's config cut to `size` vocabulary rows; both as
     they are when the model has no more rows than that. Tied tensors stay one tensor."""
-    rows = model.config.vocab_size
+    rows = getattr(model.config, "vocab_size", None)  # None: a config that keeps it elsewhere (left alone)
     if rows is None or rows <= size:
         return state, model.config
     names = vocab_parameter_names(model)
