@@ -79,7 +79,7 @@ def estimate(
         "seq": seq, "micro_batch": train.batch_size, "act_bytes": act_bytes, "world": world,
         "eager": shape.eager_attention, "compiled": compiled, "accumulation": batch["accumulation"],
         "masked": train.mlm.probability if config.data.objective == "mlm" else None,
-        "reduce_bytes": 4 if train.distributed.reduce_dtype == "fp32" else 2,
+        "reduce_bytes": 2 if train.distributed.reduce_dtype == "bf16" and act_bytes < 4 else 4,
     }  # fmt: skip
     memory = {}
     for strategy in ("ddp", "fsdp"):

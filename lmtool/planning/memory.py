@@ -32,7 +32,8 @@ one) and of the root (embeddings), in the compute dtype; under DDP (W > 1) its g
    activations and the output layer's gradient (4·V·h, all of them when accumulating).
 3. The optimizer step: weights, moments and all the gradients (4P, / W under FSDP).
 
-`total` is the largest of the three; the parts are those held at that moment (`peak_at`).
+`total` is the largest of the three; the parts are those held at that moment (`peak_at`: loss,
+recompute or optimizer).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Memory:
     weight_copies: float
     activations: float
     logits: float
-    peak_at: str = "loss backward"
+    peak_at: str = "loss"
 
     @property
     def total(self) -> float:
@@ -128,12 +129,12 @@ def memory_per_gpu(
         Memory(**held, gradients=buckets + accumulated, gathered=gathered, weight_copies=copies,
                activations=kept, logits=tokens * shape.vocab * logit_bytes(act_bytes, compiled, masked)),
         Memory(**held, gradients=buckets + all_gradients, gathered=0.0, weight_copies=0.0, activations=0.0,
-               logits=0.0, peak_at="optimizer step"),
+               logits=0.0, peak_at="optimizer"),
     ]  # fmt: skip
     if checkpointing:
         head = accumulated or FP32 * shape.vocab * shape.hidden / shards
         phases.append(
             Memory(**held, gradients=buckets + head, gathered=gathered, weight_copies=copies,
-                   activations=kept + layer, logits=0.0, peak_at="last layer's recomputation")
+                   activations=kept + layer, logits=0.0, peak_at="recompute")
         )  # fmt: skip
     return max(phases, key=lambda memory: memory.total)
