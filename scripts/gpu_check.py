@@ -156,7 +156,8 @@ def compare(plan: dict, records: list[dict]) -> dict:
     measured, last = max(r["memory_gb"] for r in records), records[-1]
     return {"predicted_gb": round(plan["total"], 3), "measured_gb": measured,
             "rel_error": round((plan["total"] - measured) / measured, 4),
-            "predicted_parts_gb": {k: round(v, 3) for k, v in plan.items() if k not in ("total", "fits")},
+            "predicted_parts_gb": {k: round(v, 3) for k, v in plan.items() if k not in ("total", "fits", "peak_at")},
+            "predicted_peak_at": plan["peak_at"],
             "last_loss": last["loss"], "tokens_per_s": round(last["tokens_per_s"], 1), "mfu": last.get("mfu")}  # fmt: skip
 
 
@@ -191,9 +192,9 @@ def check_mfu(work: Path, args: argparse.Namespace) -> dict:
     """(c) GPT-2 124M, bf16 + torch.compile (not on the CPU smoke run): MFU of the last logged window."""
     steps = args.steps if args.device == "cpu" else max(args.steps, 30)
     sets = prepare("gpt2", work, args)
-    predicted = plan_memory("gpt2", tuple(sets), args.gpu)["ddp"]
     sets += [f"train.max_steps={steps}", f"train.compile={str(args.device == 'cuda').lower()}",
              f"train.log_every={10 if steps >= 20 else 1}"]  # fmt: skip
+    predicted = plan_memory("gpt2", tuple(sets), args.gpu)["ddp"]  # compiled: plan counts the fused loss
     records = pretrain("mfu", "gpt2", sets, work)
     compiled = args.device == "cuda"
     return {**compare(predicted, records), "window_end_step": records[-1]["step"], "compiled": compiled}

@@ -21,6 +21,7 @@ from lmtool.errors import LmtoolError
 from lmtool.finetune.heads import head_parameters
 from lmtool.models import ARCH_ALIASES
 from lmtool.train.model_files import ModelFiles
+from lmtool.train.vocab_trim import save_final_model
 
 KEY = "finetune.lora"
 INSTALL = 'pip install "lmtool[lora]"'
@@ -200,8 +201,7 @@ class LoraFiles(ModelFiles):
             return
         model.save_pretrained(directory / "adapter", safe_serialization=True)
         merged = model.merge_and_unload()  # the end of the run: the model in memory is not trained further
-        merged.save_pretrained(directory, safe_serialization=True)
-        tokenizer.save_pretrained(directory)
+        save_final_model(merged, tokenizer, directory)
 
 
 def _first_line(exc: BaseException) -> str:

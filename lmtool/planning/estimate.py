@@ -15,7 +15,7 @@ from lmtool.errors import ConfigError, LmtoolError
 from lmtool.planning.memory import memory_per_gpu
 from lmtool.planning.model import ModelShape, model_shape
 from lmtool.train.metrics import GPU_MEMORY_GB, GPU_PEAK_BF16
-from lmtool.train.plan import total_steps
+from lmtool.train.plan import compiles, total_steps
 
 # A micro-step of fewer tokens per GPU leaves a large GPU waiting on kernel launches.
 MIN_TOKENS_PER_MICRO_STEP = 4096
@@ -73,13 +73,21 @@ def estimate(
     precision = _precision(train.precision, device)
     act_bytes = 4 if precision == "fp32" else 2
     memory_gb = _lookup(GPU_MEMORY_GB, device)
+    steps = _total_steps(config, batch["global_batch"], batch["tokens_per_step"])
+    compiled = compiles(train.compile, steps, shape.transformer, cuda=True)
+    step = {
+        "seq": seq, "micro_batch": train.batch_size, "act_bytes": act_bytes, "world": world,
+        "eager": shape.eager_attention, "compiled": compiled, "accumulation": batch["accumulation"],
+        "masked": train.mlm.probability if config.data.objective == "mlm" else None,
+        "reduce_bytes": 2 if train.distributed.reduce_dtype == "bf16" and act_bytes < 4 else 4,
+    }  # fmt: skip
     memory = {}
     for strategy in ("ddp", "fsdp"):
         for checkpointing in (False, True):
-            parts = memory_per_gpu(shape, seq=seq, micro_batch=train.batch_size, act_bytes=act_bytes, world=world,
-                                   fsdp=strategy == "fsdp", checkpointing=checkpointing,
-                                   eager=shape.eager_attention).as_dict()  # fmt: skip
-            gb = {key: value / 1e9 for key, value in parts.items()}
+            parts = memory_per_gpu(
+                shape, fsdp=strategy == "fsdp", checkpointing=checkpointing, **step
+            ).as_dict()
+            gb = {key: value if isinstance(value, str) else value / 1e9 for key, value in parts.items()}
             gb["fits"] = gb["total"] <= FIT_FRACTION * memory_gb
             memory[f"{strategy}{'_checkpointing' if checkpointing else ''}"] = gb
     configured = "ddp" + ("_checkpointing" if train.gradient_checkpointing else "")
@@ -94,7 +102,7 @@ def estimate(
     if tokens_micro < MIN_TOKENS_PER_MICRO_STEP:
         warnings.append(f"micro-batch of {tokens_micro} tokens per GPU (train.batch_size x data.block_size) is "
                         f"under {MIN_TOKENS_PER_MICRO_STEP}: too small to keep a GPU busy")  # fmt: skip
-    throughput = _throughput(config, shape, batch, precision, device, world, mfu, warnings)
+    throughput = _throughput(shape, batch, steps, precision, device, world, mfu, warnings)
     _checkpoint_warning(config, throughput, time_limit, warnings)
     return {
         "model": {
@@ -107,6 +115,7 @@ def estimate(
             "layers": shape.layers,
             "hidden_size": shape.hidden,
             "attention": "eager" if shape.eager_attention else "sdpa",
+            "compiled": compiled,
         },
         "cluster": {
             "gpu": device,
@@ -152,11 +161,10 @@ def _precision(setting: str, device: str) -> str:
     return setting
 
 
-def _throughput(config: Config, shape: ModelShape, batch: dict, precision: str, device: str, world: int,
+def _throughput(shape: ModelShape, batch: dict, steps: int | None, precision: str, device: str, world: int,
                 mfu: float, warnings: list[str]) -> dict:  # fmt: skip
     """Tokens/s and wall time to the configured budget at the stated MFU."""
     peak = _lookup(GPU_PEAK_BF16, device) if precision != "fp32" else None
-    steps = _total_steps(config, batch["global_batch"], batch["tokens_per_step"])
     result: dict = {"mfu": mfu, "peak_flops_per_gpu": peak, "total_steps": steps, "tokens_per_s": None,
                     "step_seconds": None, "wall_seconds": None}  # fmt: skip
     if peak is None:

@@ -48,6 +48,7 @@ def write_report(result: dict, stdout: TextIO, output_format: str) -> None:
         table.add_column(name.replace("_checkpointing", " + ckpt"), justify="right")
     for part in MEMORY_PARTS:
         table.add_row(part, *(f"{m[part]:.2f}" for m in result["memory_gb_per_gpu"].values()))
+    table.add_row("peak at", *(m["peak_at"] for m in result["memory_gb_per_gpu"].values()))
     table.add_row("fits", *("yes" if m["fits"] else "NO" for m in result["memory_gb_per_gpu"].values()))
     out.print(table)
     if speed["tokens_per_s"] is not None:

@@ -156,14 +156,6 @@ def start_lineage(run_dir: Path, resumed: Path | None) -> None:
     )
 
 
-def copy_model_files(path: Path, dest: Path) -> None:
-    """Copy a checkpoint's model and tokenizer files (what save_pretrained wrote) into `dest`, without the
-    trainer state, manifest and lmtool config, so that `dest` is a plain transformers directory."""
-    for file in sorted(Path(path).iterdir()):
-        if file.is_file() and file.name not in (STATE_FILE, MANIFEST, "lmtool_config.yaml"):
-            shutil.copyfile(file, dest / file.name)
-
-
 # --------------------------------------------------------------------------- discovery
 
 

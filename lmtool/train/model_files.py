@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from lmtool.train import checkpoint
+from lmtool.train.vocab_trim import save_final_model
 
 
 class ModelFiles:
@@ -23,10 +24,9 @@ class ModelFiles:
         checkpoint.load_model_weights(model, path)
 
     def export(self, model: torch.nn.Module, tokenizer, best: Path | None, directory: Path) -> None:
-        """Write the model a run hands over into the empty `directory`: checkpoint `best`'s weights when
-        given, else the model in memory (rank 0, once, at the end of training)."""
+        """Write the model a run hands over into the empty `directory`, with the tokenizer's vocabulary
+        size: checkpoint `best`'s weights when given (loaded into the model, which trains no further),
+        else the model in memory (rank 0, once, at the end of training)."""
         if best is not None:
-            checkpoint.copy_model_files(best, directory)
-            return
-        model.save_pretrained(directory, safe_serialization=True)
-        tokenizer.save_pretrained(directory)
+            self.load(model, best)
+        save_final_model(model, tokenizer, directory)

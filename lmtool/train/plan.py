@@ -60,10 +60,15 @@ def should_compile(setting: bool | str, plan: Plan, model: torch.nn.Module, devi
     """auto: only transformer runs on CUDA of at least COMPILE_MIN_STEPS steps, where the compile time pays
     off. On CPU the step is matmul-bound: compiling a 14M-parameter GPT-2 took 35-55 s on 2 cores and gained
     0-6% per step over eager with the fused GELU."""
+    has_attention = getattr(model.config, "num_attention_heads", None) is not None
+    return compiles(setting, plan.total_steps, has_attention, device.type == "cuda")
+
+
+def compiles(setting: bool | str, steps: int | None, has_attention: bool, cuda: bool) -> bool:
+    """train.compile as decided for a run of `steps` steps (None: not known yet, counted as long)."""
     if setting != "auto":
         return bool(setting)
-    has_attention = getattr(model.config, "num_attention_heads", None) is not None
-    return device.type == "cuda" and has_attention and plan.total_steps >= COMPILE_MIN_STEPS
+    return cuda and has_attention and (steps is None or steps >= COMPILE_MIN_STEPS)
 
 
 def describe(

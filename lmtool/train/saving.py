@@ -34,6 +34,7 @@ from lmtool.train.model_files import ModelFiles
 from lmtool.train.optim import build_scheduler, load_optimizer_state
 from lmtool.train.progress import Progress
 from lmtool.train.resume_settings import warn_changed_settings
+from lmtool.train.vocab_trim import save_final_model
 
 if TYPE_CHECKING:
     from lmtool.train.engine import Trainer
@@ -56,8 +57,7 @@ class GatheredFiles(ModelFiles):
         self.state = state
 
     def export(self, model: torch.nn.Module, tokenizer, best: Path | None, directory: Path) -> None:
-        model.save_pretrained(directory, state_dict=self.state, safe_serialization=True)
-        tokenizer.save_pretrained(directory)
+        save_final_model(model, tokenizer, directory, self.state)
 
 
 class Saver:
