@@ -88,8 +88,14 @@ def test_clm_loss_matches_hf_loss_and_vocab_is_padded(bpe):
     task = make_task("clm", bpe, seed=0)
     batch = task.collate(examples(bpe))
     loss, count = task.loss(model, batch)
-    reference = model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+    # HF's loss over the tokenizer's vocabulary: the padded rows take no part in lmtool's softmax
+    logits, ids = model(input_ids=batch["input_ids"]).logits[..., : len(bpe)], batch["input_ids"]
+    reference = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, len(bpe)), ids[:, 1:].reshape(-1)
+    )
     assert torch.allclose(loss, reference, atol=1e-5)
+    padded = model(input_ids=ids, labels=ids).loss  # over every row, padded ones too: higher
+    assert float(padded) > float(loss) + 1e-3
     assert int(count) == 4 * 15
 
 

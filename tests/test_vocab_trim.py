@@ -134,11 +134,6 @@ def test_a_run_keeps_padded_checkpoints_and_hands_over_a_cut_best_final_that_eva
     assert json.loads(generated.stdout)["prompt"] == "w3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the padded rows' logits take part in the training loss's softmax (tasks/clm.py, tasks/mlm.py): "
-    "until the loss masks them (-inf), a padded model's loss is higher than its exported model's",
-)
 def test_padded_rows_do_not_change_the_loss(tmp_path, clm_data):
     from lmtool.tasks import make_task
 

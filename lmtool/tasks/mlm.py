@@ -11,6 +11,7 @@ from lmtool.config import MLMConfig
 from lmtool.data.collate import IGNORE, Masker, continuation_table, pad_batch
 from lmtool.errors import LmtoolError
 from lmtool.tasks.base import TokenLossEvaluator, model_inputs
+from lmtool.tasks.clm import real_vocab
 
 
 def masked_stats(
@@ -35,7 +36,7 @@ class MaskedLMTask:
             )
         self.seed = seed
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        vocab = len(tokenizer)
+        vocab = self.vocab = len(tokenizer)
         continuation = continuation_table(tokenizer, vocab) if cfg.whole_word else None
         self.masker = Masker(
             cfg,
@@ -56,7 +57,7 @@ class MaskedLMTask:
     def loss(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, labels = model(**model_inputs(batch)).logits, batch["labels"]
+        logits, labels = real_vocab(model(**model_inputs(batch)).logits, self.vocab), batch["labels"]
         if torch.compiler.is_compiling():
             # Over every position with the others ignored: no data-dependent shape (which would split the
             # graph and read the mask's count back from the GPU), and inductor fuses it with the logits.
@@ -70,7 +71,8 @@ class MaskedLMTask:
 
     def evaluator(self) -> TokenLossEvaluator:
         def stats(model, batch):
-            nll, correct, count = masked_stats(model(**model_inputs(batch)).logits, batch["labels"])
+            logits = real_vocab(model(**model_inputs(batch)).logits, self.vocab)
+            nll, correct, count = masked_stats(logits, batch["labels"])
             return nll, count, correct
 
         return TokenLossEvaluator(stats, with_accuracy=True)

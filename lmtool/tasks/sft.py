@@ -58,6 +58,7 @@ class SftTask:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.vocab = len(tokenizer)
         self.fused_head = False  # train.fused_loss, set by the recipe once the model is known
 
     def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
@@ -71,14 +72,14 @@ class SftTask:
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean cross-entropy over the response tokens, number of response tokens)."""
-        nll, count = causal_nll(model, sft_inputs(model, batch), batch["labels"], self.fused_head)
+        nll, count = causal_nll(model, sft_inputs(model, batch), batch["labels"], self.fused_head, self.vocab)
         return nll / count.clamp(min=1), count
 
     def evaluator(self) -> TokenLossEvaluator:
         """Loss and perplexity over the response tokens of the split."""
 
         def stats(model, batch):
-            nll, count = causal_nll(model, sft_inputs(model, batch), batch["labels"], fused_head=False)
+            nll, count = causal_nll(model, sft_inputs(model, batch), batch["labels"], False, self.vocab)
             return nll, count, 0
 
         return TokenLossEvaluator(stats)
