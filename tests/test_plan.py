@@ -99,6 +99,23 @@ def test_the_eager_loss_holds_three_fp32_logit_buffers_and_gradients_only_when_a
     assert memory["gradients"] == pytest.approx(4 * result["model"]["parameters"] / 1e9)
 
 
+def test_the_fused_loss_holds_one_chunk_of_logits_instead_of_all_of_them():
+    """train.fused_loss: one 32M-logit chunk (fp32 logits and softmax), the hidden states' gradient and the
+    head's fp32 gradient instead of 12 bytes per logit; off under fsdp on several GPUs (not used there)."""
+    sets = ["train.compile=false", "train.global_batch_tokens=null", "train.global_batch_size=12"]
+    plain = estimate(load_config(GPT2, sets), gpu="h200", gpus_per_node=1, nodes=1, mfu=0.4)
+    fused = estimate(load_config(GPT2, [*sets, "train.fused_loss=true"]), gpu="h200", gpus_per_node=1,
+                     nodes=1, mfu=0.4)  # fmt: skip
+    chunk, tokens, hidden, vocab = 2**25, 12 * 1024, 768, 50304
+    expected = (chunk * 8 + tokens * hidden * 2 + vocab * hidden * 4) / 1e9
+    assert fused["memory_gb_per_gpu"]["ddp"]["logits"] == pytest.approx(expected)
+    assert plain["memory_gb_per_gpu"]["ddp"]["logits"] > 10 * expected
+    two = estimate(load_config(GPT2, [*sets, "train.fused_loss=true", "train.global_batch_size=24"]),
+                   gpu="h200", gpus_per_node=2, nodes=1, mfu=0.4)["memory_gb_per_gpu"]  # fmt: skip
+    assert two["ddp"]["logits"] == pytest.approx(expected)
+    assert two["fsdp"]["logits"] == pytest.approx(tokens * vocab * 12 / 1e9)
+
+
 def test_with_few_activations_the_peak_is_the_optimizer_step_and_ddp_always_holds_its_buckets():
     shape = model_shape(load_config(GPT2))
     params = shape.parameters

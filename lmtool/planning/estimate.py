@@ -80,6 +80,7 @@ def estimate(
         "eager": shape.eager_attention, "compiled": compiled, "accumulation": batch["accumulation"],
         "masked": train.mlm.probability if config.data.objective == "mlm" else None,
         "reduce_bytes": 2 if train.distributed.reduce_dtype == "bf16" and act_bytes < 4 else 4,
+        "fused_loss": _fused_loss(config),
     }  # fmt: skip
     memory = {}
     for strategy in ("ddp", "fsdp"):
@@ -215,3 +216,13 @@ def _checkpoint_warning(config: Config, throughput: dict, limit: tuple[float | N
     elif every * step > seconds:
         warnings.append(f"no checkpoint within the time limit ({source}, {seconds / 3600:.2f} h): train.save_every "
                         f"{every} steps take ~{every * step / 3600:.2f} h")  # fmt: skip
+
+
+def _fused_loss(config) -> bool:
+    """Whether train.fused_loss applies to the planned run: causal LM losses with it on, or auto with liger-kernel
+    installed where plan runs (the GPU nodes are assumed to have what this environment has)."""
+    from lmtool.tasks.linear_ce import liger_available
+
+    causal = config.data.objective == "clm" or getattr(config.finetune, "task", None) == "sft"
+    setting = config.train.fused_loss
+    return causal and (setting is True or (setting == "auto" and liger_available()))

@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lmtool.planning.model import ModelShape
+from lmtool.tasks.linear_ce import CHUNK_ELEMENTS
 
 FP32 = 4
 ADAM_MOMENTS = 2
@@ -82,6 +83,13 @@ def layer_activation_bytes(
     return tokens * per_token + shape.heads * seq * seq * micro_batch * (FP32 + copy + mask)
 
 
+def fused_loss_bytes(shape: ModelShape, tokens: int, act_bytes: int) -> float:
+    """train.fused_loss (linear_ce): one chunk's fp32 logits and softmax, the hidden states' gradient and
+    the head's fp32 gradient, computed in the forward; no full-vocabulary logits."""
+    chunk = min(tokens * shape.vocab, CHUNK_ELEMENTS)
+    return chunk * 2 * FP32 + tokens * shape.hidden * act_bytes + shape.vocab * shape.hidden * FP32
+
+
 def logit_bytes(act_bytes: int, compiled: bool, masked: float | None) -> float:
     """Bytes per logit (token x vocabulary entry) alive at the loss's peak."""
     if compiled:
@@ -106,9 +114,11 @@ def memory_per_gpu(
     accumulation: int = 1,
     masked: float | None = None,
     reduce_bytes: int = FP32,
+    fused_loss: bool = False,
 ) -> Memory:
     """The peak for one strategy (DDP or FSDP) with or without gradient checkpointing. `eager`: eager
-    attention; `compiled`: train.compile on; `masked`: a masked LM's masking probability."""
+    attention; `compiled`: train.compile on; `masked`: a masked LM's masking probability; `fused_loss`:
+    train.fused_loss in use (never under FSDP on several GPUs)."""
     sharded = fsdp and world > 1
     shards = world if sharded else 1
     params = shape.parameters
@@ -125,9 +135,13 @@ def memory_per_gpu(
     all_gradients = FP32 * params / shards
     accumulated = (reduce_bytes * params if sharded else all_gradients) if accumulation > 1 else 0.0
     held = {"weights": FP32 * params / shards, "optimizer": ADAM_MOMENTS * FP32 * params / shards}
+    if fused_loss and not sharded:
+        logits = fused_loss_bytes(shape, tokens, act_bytes)
+    else:
+        logits = tokens * shape.vocab * logit_bytes(act_bytes, compiled, masked)
     phases = [
         Memory(**held, gradients=buckets + accumulated, gathered=gathered, weight_copies=copies,
-               activations=kept, logits=tokens * shape.vocab * logit_bytes(act_bytes, compiled, masked)),
+               activations=kept, logits=logits),
         Memory(**held, gradients=buckets + all_gradients, gathered=0.0, weight_copies=0.0, activations=0.0,
                logits=0.0, peak_at="optimizer"),
     ]  # fmt: skip
