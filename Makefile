@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_CPU_VERSION ?= 2.13.0
 
-.PHONY: install test test-fast lint bench quickstart clean
+.PHONY: install test test-fast test-min lint bench quickstart clean
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# Without an NVIDIA GPU, install the CPU build of torch first (an unpinned torch pulls GBs of CUDA).
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
 		$(BIN)/pip install --quiet "torch==$(TORCH_CPU_VERSION)" \
-		|| $(BIN)/pip install --quiet --index-url https://download.pytorch.org/whl/cpu "torch>=2.4"; \
+		|| $(BIN)/pip install --quiet --index-url https://download.pytorch.org/whl/cpu "torch>=2.7,<2.14"; \
 	fi
 	$(BIN)/pip install --quiet -e ".[dev,tensorboard]"
 
@@ -21,6 +21,18 @@ test:
 
 test-fast:
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# The tests of the code that calls version-dependent APIs (activation checkpointing, torch.compile, fused
+# AdamW, FSDP2, peft LoRA, datasets features and loading), in a separate venv holding the LOWEST versions
+# pyproject.toml allows (scripts/min_versions.py pins each floor): a floor below an API's first release fails.
+VENV_MIN ?= .venv-min
+MIN_TESTS := tests/test_version_apis.py tests/test_models.py::test_gradient_checkpointing_raises_no_library_warning \
+	tests/test_fsdp.py tests/test_finetune_lora.py tests/test_qa.py tests/test_train_engine.py tests/test_preprocess.py
+test-min:
+	test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	$(PYTHON) scripts/min_versions.py --extras lora > $(VENV_MIN)/constraints.txt
+	$(VENV_MIN)/bin/pip install --quiet --constraint $(VENV_MIN)/constraints.txt -e ".[lora]" "pytest>=8,<10" "pytest-xdist>=3.6,<4"
+	$(VENV_MIN)/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(MIN_TESTS)
 
 lint:
 	$(BIN)/ruff check lmtool tests scripts
@@ -39,4 +51,4 @@ quickstart:
 	$(BIN)/lmtool generate --model runs/quickstart/final --seed 0 "Return the" "This module"
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs data/processed
+	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache .ruff_cache runs data/processed

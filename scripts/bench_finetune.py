@@ -43,6 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import sft_packing  # noqa: E402 - the SFT row, beside this script
+from gpu_runs import cpu_features  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -252,15 +253,6 @@ def spawn(system: str, work: Path, args: argparse.Namespace) -> dict:
         sys.exit(f"{system} failed:\n{result.stderr[-4000:]}")
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     return {**figures, "wall_s": time.perf_counter() - start}
-
-
-def cpu_features() -> dict:
-    """What decides CPU speed here: the vector ISA torch dispatches to and native bf16 units."""
-    import torch
-
-    from lmtool.train.precision import cpu_has_bf16
-
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_units": cpu_has_bf16()}
 
 
 def main() -> None:

@@ -33,87 +33,28 @@ import argparse
 import functools
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gpu_runs import (
+    CONFIGS,
+    RunFailed,
+    describe_machine,
+    lmtool,
+    plan_json,
+    progress,
+    short_run_sets,
+    with_sets,
+)
 
-CONFIGS = {"gpt2": ROOT / "configs" / "gpt2-124m.yaml", "bert": ROOT / "configs" / "bert-base.yaml"}
-VOCAB = {"gpt2": 50257, "bert": 30522}  # the real GPT-2 tokenizer's size; bert-base's tokenizer.train
-SPECIAL = {"gpt2": ["<|endoftext|>"], "bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]}
-SMOKE = {  # --device cpu: the same configs shrunk, so the plumbing runs in seconds per run
-    "gpt2": ["model.config.n_layer=2", "model.config.n_embd=64", "model.config.n_head=2"],
-    "bert": ["model.config.num_hidden_layers=2", "model.config.hidden_size=64",
-             "model.config.num_attention_heads=2", "model.config.intermediate_size=128"],
-}  # fmt: skip
-SMOKE_BLOCK, SMOKE_BATCH = 32, 2
 GOALS = {"memory_rel_error": 0.15, "mfu": 0.40}
-RUN_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-
-
-class RunFailed(Exception):
-    """A run exited non-zero: its name and the tail of its stderr."""
-
-
-def progress(message: str) -> None:
-    print(f"gpu_check: {message}", file=sys.stderr, flush=True)
-
-
-def make_data(path: Path, key: str, block: int, blocks: int) -> Path:
-    """A processed data directory as `lmtool preprocess` writes it: random ids, a tokenizer of VOCAB[key]."""
-    import datasets
-    import numpy as np
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    datasets.disable_progress_bars()
-    special = SPECIAL[key]
-    # BERT: a third of the tokens continue a word (WordPiece `##`), so whole-word masking has words to mask.
-    words = [f"##w{i}" if key == "bert" and i % 3 == 2 else f"w{i}" for i in range(VOCAB[key] - len(special))]
-    vocab = {token: i for i, token in enumerate(special + words)}
-    if key == "gpt2":
-        names = dict.fromkeys(("bos_token", "eos_token", "unk_token", "pad_token"), special[0])
-    else:
-        names = dict(
-            zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), special, strict=True)
-        )
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=names["unk_token"]))
-    PreTrainedTokenizerFast(tokenizer_object=core, **names).save_pretrained(path / "tokenizer")
-    ids = np.random.default_rng(0).integers(len(special), VOCAB[key], size=(blocks, block), dtype=np.uint16)
-    if key == "bert":
-        ids[:, 0], ids[:, -1] = vocab["[CLS]"], vocab["[SEP]"]
-    datasets.Dataset.from_dict({"input_ids": ids}).save_to_disk(str(path / "train"))
-    objective = "clm" if key == "gpt2" else "mlm"
-    manifest = {"objective": objective, "block_size": block, "vocab_size": VOCAB[key],
-                "splits": {"train": {"blocks": blocks, "tokens": blocks * block}}}  # fmt: skip
-    (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return path
-
-
-def lmtool(name: str, args: list[str], launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m lmtool ARGS` (or `LAUNCHER -m lmtool ARGS`), or raise RunFailed."""
-    command = [*(launcher or [sys.executable]), "-m", "lmtool", *args]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env=RUN_ENV)
-    if result.returncode != 0:
-        raise RunFailed(name, f"exit {result.returncode}: {result.stderr[-3000:]}")
-    return result
-
-
-def with_sets(sets: list[str]) -> list[str]:
-    return [arg for item in sets for arg in ("--set", item)]
 
 
 @functools.cache
 def plan_memory(key: str, sets: tuple[str, ...], gpu: str) -> dict:
     """`lmtool plan`'s memory per GPU, every strategy with and without checkpointing (one call per shape)."""
-    out = lmtool(f"plan {key}", ["plan", str(CONFIGS[key]), "--gpus", "1", "--gpu", gpu, "--format", "json",
-                                 *with_sets(list(sets))])  # fmt: skip
-    return json.loads(out.stdout)["memory_gb_per_gpu"]
+    return plan_json(key, list(sets), gpu)["memory_gb_per_gpu"]
 
 
 def pretrain(name: str, key: str, sets: list[str], work: Path, torchrun: bool = False) -> list[dict]:
@@ -130,26 +71,6 @@ def pretrain(name: str, key: str, sets: list[str], work: Path, torchrun: bool = 
     return [r for r in records if r["type"] == "train"]
 
 
-def prepare(key: str, work: Path, args: argparse.Namespace) -> list[str]:
-    """The synthetic data for `key` (enough blocks for every step) and the overrides every run of it shares:
-    data, length, one micro-batch per step, no evaluation or saves, a 1-step warm-up (the configs' thousands
-    would keep the lr near 0, and ddp vs fsdp would compare barely moving weights), eager, precision; the
-    smoke shape on CPU."""
-    from lmtool.config import load_config
-
-    config, smoke = load_config(CONFIGS[key]), args.device == "cpu"
-    block, batch = (SMOKE_BLOCK, SMOKE_BATCH) if smoke else (config.data.block_size, config.train.batch_size)
-    data = work / f"data-{key}"
-    if not data.exists():
-        progress(f"synthetic {key} data: {VOCAB[key]} tokens, block {block}")
-        make_data(data, key, block, batch * max(args.steps, 30) + batch)
-    sets = [f"data.processed_dir={data}", f"train.max_steps={args.steps}", "train.global_batch_tokens=null",
-            f"train.global_batch_size={batch}", "train.eval_every=0", "train.save_every=0", "train.log_every=1",
-            "train.keep_best=false", "train.stop_before=null", "train.warmup_steps=1", "train.compile=false",
-            f"train.device={args.device}", f"train.precision={'fp32' if smoke else 'bf16'}"]  # fmt: skip
-    return [*sets, *SMOKE[key], f"data.block_size={block}", f"train.batch_size={batch}"] if smoke else sets
-
-
 def compare(plan: dict, records: list[dict]) -> dict:
     """Plan's total against the run's peak, with plan's parts (to explain an error) and the run's last
     window (loss, tokens/s, MFU: eager runs beside the compiled one show what compiling gains)."""
@@ -163,7 +84,7 @@ def compare(plan: dict, records: list[dict]) -> dict:
 
 def check_memory(key: str, work: Path, args: argparse.Namespace) -> dict:
     """(a) plan's DDP memory per GPU against the measured peak, without and with gradient checkpointing."""
-    sets, out = prepare(key, work, args), {}
+    sets, out = short_run_sets(key, work, args.device, args.steps), {}
     memory = plan_memory(key, tuple(sets), args.gpu)
     for name in (key, f"{key}_checkpointing"):
         checkpointing = str(name != key).lower()
@@ -174,7 +95,7 @@ def check_memory(key: str, work: Path, args: argparse.Namespace) -> dict:
 
 def check_strategies(work: Path, args: argparse.Namespace) -> dict:
     """(b) GPT-2 124M under torchrun with one process: ddp and fsdp (nccl on a GPU), losses side by side."""
-    sets = prepare("gpt2", work, args)
+    sets = short_run_sets("gpt2", work, args.device, args.steps)
     memory = plan_memory("gpt2", tuple(sets), args.gpu)
     out, losses = {}, {}
     for strategy in ("ddp", "fsdp"):
@@ -191,23 +112,13 @@ def check_strategies(work: Path, args: argparse.Namespace) -> dict:
 def check_mfu(work: Path, args: argparse.Namespace) -> dict:
     """(c) GPT-2 124M, bf16 + torch.compile (not on the CPU smoke run): MFU of the last logged window."""
     steps = args.steps if args.device == "cpu" else max(args.steps, 30)
-    sets = prepare("gpt2", work, args)
+    sets = short_run_sets("gpt2", work, args.device, args.steps)
     sets += [f"train.max_steps={steps}", f"train.compile={str(args.device == 'cuda').lower()}",
              f"train.log_every={10 if steps >= 20 else 1}"]  # fmt: skip
     predicted = plan_memory("gpt2", tuple(sets), args.gpu)["ddp"]  # compiled: plan counts the fused loss
     records = pretrain("mfu", "gpt2", sets, work)
     compiled = args.device == "cuda"
     return {**compare(predicted, records), "window_end_step": records[-1]["step"], "compiled": compiled}
-
-
-def describe_machine(device: str) -> dict:
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-    return {"cpu": names[0] if names else platform.processor(), "cpu_count": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "torch": torch.__version__,
-            "cuda": torch.version.cuda if device == "cuda" else None}  # fmt: skip
 
 
 def goals_met(result: dict, args: argparse.Namespace) -> dict | None:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lmtool import console
+from lmtool.compat import enable_activation_checkpointing
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
 from lmtool.train import checkpoint, distributed, failures, ranklog
@@ -94,7 +95,7 @@ class Trainer:
                 raise ConfigError(
                     "train.gradient_checkpointing", f"is not supported by {type(model).__name__}", value=True
                 )
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         # Wrapped before the optimizer is built: fully_shard replaces the parameters by sharded ones.
         self.compiled = should_compile(self.cfg.compile, self.plan, model, device)
         self.strategy = distributed.strategy_for(env, self.cfg.distributed, precision)
