@@ -71,26 +71,21 @@ def _forward(config: Config, model_config: PreTrainedConfig, device: str) -> Non
 _DATA_KEYS = ("id2label", "label2id", "problem_type")
 
 
-def check_init_from_overrides(
-    config: Config,
-    loaded: PreTrainedConfig | None = None,
-    labels: list[Any] | None = None,
-    problem: str | None = None,
-) -> None:
+def check_init_from_overrides(config: Config, loaded: PreTrainedConfig | None = None) -> None:
     """With model.init_from, each `model.config` key is applied to the checkpoint's config on load, so it must
-    be one of that config's settings, and `num_labels` must be the data's label count (fine-tuning). `loaded`
-    is the checkpoint's config (read here when None, and the check skipped when it cannot be, e.g. a hub
-    model not cached offline: loading reports that); `labels` and `problem` are the data's, when known."""
+    be one of that config's settings; fine-tuning sets the label keys from the data. `loaded` is the
+    checkpoint's config (read here when None; the key check is skipped when it cannot be, e.g. a hub model
+    not cached offline: loading reports that)."""
     overrides = config.model.config
     if config.model.init_from is None or not overrides:
         return
     loaded = loaded if loaded is not None else _checkpoint_config(config)
-    if loaded is None:
-        return
-    known = set(loaded.to_dict()) | set(getattr(type(loaded), "attribute_map", {})) | {"num_labels"}
-    check_config_keys(overrides, known, f"{config.model.init_from} ({loaded.model_type})", "its config.json")
-    task = config.finetune.task if config.finetune is not None else None
-    if task is None or task == "sft":
+    if loaded is not None:
+        known = set(loaded.to_dict()) | set(getattr(type(loaded), "attribute_map", {})) | {"num_labels"}
+        check_config_keys(
+            overrides, known, f"{config.model.init_from} ({loaded.model_type})", "its config.json"
+        )
+    if config.finetune is None or config.finetune.task == "sft":
         return
     for key in _DATA_KEYS:
         if key in overrides:
@@ -99,30 +94,33 @@ def check_init_from_overrides(
                 "is set from the data when fine-tuning (finetune.labels, finetune.problem)",
                 value=overrides[key],
             )
-    expected = data_num_labels(config, labels, problem)
-    if "num_labels" in overrides and expected is not None and overrides["num_labels"] != expected:
+    check_num_labels(config)
+
+
+def check_num_labels(config: Config, labels: list[Any] | None = None, problem: str | None = None) -> None:
+    """`model.config.num_labels`, if set, must be the head's output count fine-tuning gives the model (as
+    `finetune.heads.load_for_task` does): from `labels` and `problem` (the preprocessed data's) when given,
+    else from finetune.labels; unchecked while the labels are not known (data not preprocessed yet)."""
+    ft = config.finetune
+    wanted = config.model.config.get("num_labels")
+    if ft is None or ft.task == "sft" or wanted is None or config.model.init_from is None:
+        return
+    if ft.task == "qa":
+        expected = 2
+    elif ft.task == "classification" and (problem or ft.problem) == "regression":
+        expected = 1
+    else:
+        labels = labels if labels is not None else ft.labels
+        if labels is None:
+            return
+        expected = len(labels)
+    if wanted != expected:
         raise ConfigError(
             "model.config.num_labels",
             f"the data has {expected} label{'s' if expected != 1 else ''} (the head gets one output each)",
-            value=overrides["num_labels"],
+            value=wanted,
             hint="leave model.config.num_labels out: fine-tuning sets it from the data",
         )
-
-
-def data_num_labels(
-    config: Config, labels: list[Any] | None = None, problem: str | None = None
-) -> int | None:
-    """The head's output count fine-tuning gives the model, as `finetune.heads.load_for_task` does; None
-    while the labels are not known (not in finetune.labels, data not preprocessed yet)."""
-    ft = config.finetune
-    if ft is None or ft.task == "sft":
-        return None
-    if ft.task == "qa":
-        return 2
-    if ft.task == "classification" and (problem or ft.problem) == "regression":
-        return 1
-    labels = labels if labels is not None else ft.labels
-    return len(labels) if labels is not None else None
 
 
 def _checkpoint_config(config: Config) -> PreTrainedConfig | None:

@@ -79,9 +79,7 @@ def _check_columns(row: dict, cfg: FinetuneConfig, where: str, needed: list[str]
 def _classification_example(row: dict, cfg: FinetuneConfig, where: str) -> Example:
     text = row.get(cfg.text_field)
     if not isinstance(text, str) or not text.strip():
-        what = (
-            "no" if text is None else f"a {type(text).__name__} as" if not isinstance(text, str) else "blank"
-        )
+        what = "blank" if isinstance(text, str) else "no" if text is None else f"a {type(text).__name__} as"
         raise LmtoolError(f"{where} has {what} text in column '{cfg.text_field}' (finetune.text_field)")
     pair = None
     if cfg.text_pair_field is not None:

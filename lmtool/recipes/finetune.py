@@ -49,6 +49,7 @@ def _checks(config: Config) -> None:
     """The model to fine-tune, and settings that cannot go together, refused before any preprocessing or
     training time is spent."""
     from lmtool.finetune.heads import check_model, check_other_task_head
+    from lmtool.model_check import check_init_from_overrides
 
     if config.finetune.lora is not None and config.train.distributed.strategy == "fsdp":
         raise ConfigError(
@@ -56,8 +57,6 @@ def _checks(config: Config) -> None:
             "fsdp cannot checkpoint a LoRA model (its checkpoints hold only the adapters): use ddp with finetune.lora",
             value="fsdp",
         )
-    from lmtool.model_check import check_init_from_overrides
-
     loaded = check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
     check_other_task_head(loaded, config.model.init_from, config.finetune.task, config.finetune.reinit_head)
     check_init_from_overrides(config, loaded)
@@ -65,7 +64,7 @@ def _checks(config: Config) -> None:
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
     from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
-    from lmtool.model_check import check_init_from_overrides
+    from lmtool.model_check import check_num_labels
     from lmtool.tasks import make_finetune_task
     from lmtool.train.engine import Trainer
 
@@ -74,7 +73,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
     refuse_stale(processed, config, device)
     ft = config.finetune
     labels = list(manifest.get("labels") or [])
-    check_init_from_overrides(config, labels=labels, problem=manifest.get("problem"))  # the data's count now
+    check_num_labels(config, labels, manifest.get("problem"))  # the data's label count is known now
     resume_from = open_run(config, env, overwrite)
     precision = resolve_precision(config.train.precision, device)
     enable_tf32(device)
