@@ -10,6 +10,7 @@ probed on the CPU instead.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any
@@ -85,6 +86,7 @@ def check_init_from_overrides(config: Config, loaded: PreTrainedConfig | None = 
         check_config_keys(
             overrides, known, f"{config.model.init_from} ({loaded.model_type})", "its config.json"
         )
+        _check_same_weights(config, loaded)
     if config.finetune is None or config.finetune.task == "sft":
         return
     for key in _DATA_KEYS:
@@ -121,6 +123,42 @@ def check_num_labels(config: Config, labels: list[Any] | None = None, problem: s
             value=wanted,
             hint="leave model.config.num_labels out: fine-tuning sets it from the data",
         )
+
+
+def _check_same_weights(config: Config, loaded: PreTrainedConfig) -> None:
+    """An override that changes the checkpoint's weights (n_layer, n_positions, hidden sizes) would load
+    some of them and leave others random, or fail on a shape: only settings such as dropout can change.
+    Each override that differs from the checkpoint's value is tried on a meta-device copy (no memory)."""
+    shapes = None
+    for key, value in config.model.config.items():
+        if key == "num_labels" or getattr(loaded, key, None) == value:
+            continue
+        shapes = shapes or _weight_shapes(loaded)
+        if shapes is None:
+            return
+        changed = copy.deepcopy(loaded)
+        setattr(changed, key, value)
+        if _weight_shapes(changed) != shapes:
+            raise ConfigError(
+                f"model.config.{key}",
+                f"changes the weights of model.init_from {config.model.init_from} (it has {getattr(loaded, key)!r})",
+                value=value,
+                hint="a checkpoint's architecture is its own: leave the key out, or train from scratch",
+            )
+
+
+def _weight_shapes(model_config: PreTrainedConfig) -> dict[str, tuple] | None:
+    """The parameter names and shapes of the model `model_config` builds, or None if it cannot be built."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    for auto in (AutoModel, AutoModelForCausalLM):
+        try:
+            with torch.device("meta"):
+                model = auto.from_config(model_config)
+        except Exception:  # noqa: BLE001 - not this Auto class's (or not buildable): try the next, else skip
+            continue
+        return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return None
 
 
 def _checkpoint_config(config: Config) -> PreTrainedConfig | None:

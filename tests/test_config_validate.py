@@ -70,7 +70,10 @@ def test_validate_checks_model_config_against_init_from(tmp_path):
     with pytest.raises(ConfigError, match="the data has 2 labels") as caught:
         check_references(load_config(tiny(tmp_path), [*init, *labels]))
     assert caught.value.key == "model.config.num_labels"
-    check_references(load_config(tiny(tmp_path), [*init, "model.config={n_layer: 1}"]))
+    with pytest.raises(ConfigError, match="changes the weights of model.init_from") as caught:
+        check_references(load_config(tiny(tmp_path), [*init, "model.config={n_layer: 3}"]))
+    assert caught.value.key == "model.config.n_layer"
+    check_references(load_config(tiny(tmp_path), [*init, "model.config={n_layer: 1, resid_pdrop: 0.3}"]))
 
 
 def test_preprocess_reads_positions_as_models_do(tmp_path):
