@@ -57,7 +57,11 @@ def build_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMo
     masked = cfg.data.objective == "mlm"
     if cfg.model.init_from is not None:
         model = _from_pretrained(
-            cfg.model.init_from, masked, cfg.model.trust_remote_code, key="model.init_from"
+            cfg.model.init_from,
+            masked,
+            cfg.model.trust_remote_code,
+            key="model.init_from",
+            overrides=cfg.model.config,  # checked by model_check.check_init_from_overrides
         )
         if cfg.model.resize_embeddings:
             from lmtool.pairing import new_embeddings
@@ -294,7 +298,9 @@ def refuse_sharded_checkpoint(path: str) -> None:
         )
 
 
-def _from_pretrained(name: str, masked: bool, trust_remote_code: bool, key: str | None) -> PreTrainedModel:
+def _from_pretrained(
+    name: str, masked: bool, trust_remote_code: bool, key: str | None, overrides: dict | None = None
+) -> PreTrainedModel:
     if not os.path.isdir(name) and not looks_like_hub_id(name):
         if key:
             raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
@@ -302,7 +308,7 @@ def _from_pretrained(name: str, masked: bool, trust_remote_code: bool, key: str 
     require_hub(name, key or "model")
     auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
     try:
-        return auto.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return auto.from_pretrained(name, trust_remote_code=trust_remote_code, **(overrides or {}))
     except (OSError, ValueError) as exc:
         where = f"{key}: " if key else ""
         raise LmtoolError(f"{where}cannot load model {name}: {_first_line(exc)}") from None

@@ -19,6 +19,25 @@ from lmtool.errors import LmtoolError
 
 RUN_MARKER = ".lmtool-run"
 _WILDCARDS = "*?["
+# What lmtool writes at the top of a run directory (train/rundir.py, metrics.py, checkpoint.py, final.py,
+# ranklog.py, requeue.py; .tmp-/.old- are atomic.py's names while a file or directory is replaced).
+# `--overwrite` deletes a run directory only when it holds nothing else: anything else is a user's.
+RUN_ENTRIES = frozenset(
+    {
+        RUN_MARKER,
+        "config.yaml",
+        "metrics.jsonl",
+        ".tmp-metrics.jsonl",
+        "checkpoints",
+        "final",
+        ".tmp-final",
+        ".old-final",
+        "logs",
+        "tensorboard",
+        "REQUEUE",
+        "FINISHED",
+    }
+)
 
 
 def mark_run_dir(run_dir: Path) -> None:
@@ -49,6 +68,18 @@ def is_processed_dir(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and "key" in manifest
+
+
+def check_only_run_files(run_dir: Path, key: str = "run.output_dir") -> None:
+    """Exit 2, naming them, when the lmtool run directory `run_dir` holds entries lmtool does not make (a
+    user's notes or plots put beside the run): `--overwrite` would delete them with it."""
+    foreign = sorted(p.name for p in Path(run_dir).iterdir() if p.name not in RUN_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise LmtoolError(
+            f"{key}: {run_dir} holds {shown}, which lmtool did not make; --overwrite deletes only a run "
+            "directory holding nothing but lmtool's files - move them out (or choose another run.output_dir)"
+        )
 
 
 def is_empty_dir(path: Path) -> bool:

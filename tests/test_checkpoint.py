@@ -9,6 +9,7 @@ import os
 import resource
 import shutil
 import signal
+import sys
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from lmtool.errors import LmtoolError
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from lmtool.train.metrics import MetricsSink, truncate_metrics
-from tests.conftest import Result, assert_usage_error
+from tests.conftest import Result, assert_usage_error, run_cli
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
 
@@ -204,6 +205,23 @@ def test_a_full_disk_while_saving_exits_2_keeps_the_previous_checkpoint_and_leav
     (root / ".tmp-step-00000012-4242" / checkpoint.STATE_FILE).write_bytes(b"x" * 1000)
     assert_usage_error(run(), "no space left on device while saving step 8")  # still full: nothing piles up
     assert _names(root) == ["step-00000004"]
+
+
+_FILE_SIZE_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+from lmtool.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_a_file_size_limit_while_saving_exits_2_like_a_full_disk(tmp_path, data):
+    config = str(tiny_config(tmp_path, data, max_steps=4, save_every=4))
+    # 200 kB: the weights fit, torch.save's trainer state does not (its zip writer says "unexpected pos").
+    result = run_cli("200000", "pretrain", config, launcher=[sys.executable, "-c", _FILE_SIZE_LIMITED])
+    assert_usage_error(result, "no space left on device while saving step 4", "ulimit -f")
+    assert _names(tmp_path / "run" / "checkpoints") == []  # no partial copy left
 
 
 def test_a_kill_between_the_last_checkpoint_and_final_does_not_repeat_the_final_eval(

@@ -58,6 +58,24 @@ def test_validate_accepts_a_consistent_config(tmp_path, monkeypatch):
     check_references(load_config(tiny(tmp_path), ["model.arch=lstm", "model.config={hidden_size: 64}"]))
 
 
+def test_validate_checks_model_config_against_init_from(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "m")
+    init = [f"model.init_from={tmp_path / 'm'}"]
+    with pytest.raises(ConfigError, match="not a .* config key.*'model.config.n_layer'") as caught:
+        check_references(load_config(tiny(tmp_path), [*init, "model.config.n_layers=3"]))
+    assert caught.value.key == "model.config.n_layers"
+    labels = ["finetune={task: classification, labels: [a, b]}", "model.config={num_labels: 3}"]
+    with pytest.raises(ConfigError, match="the data has 2 labels") as caught:
+        check_references(load_config(tiny(tmp_path), [*init, *labels]))
+    assert caught.value.key == "model.config.num_labels"
+    with pytest.raises(ConfigError, match="changes the weights of model.init_from") as caught:
+        check_references(load_config(tiny(tmp_path), [*init, "model.config={n_layer: 3}"]))
+    assert caught.value.key == "model.config.n_layer"
+    check_references(load_config(tiny(tmp_path), [*init, "model.config={n_layer: 1, resid_pdrop: 0.3}"]))
+
+
 def test_preprocess_reads_positions_as_models_do(tmp_path):
     """One place says which config key holds a model's positions (positions.max_positions)."""
     from lmtool.data.preprocess import model_positions

@@ -158,6 +158,16 @@ def _causal_only(bert: Path, tmp_path: Path) -> Path:
     return path
 
 
+def _sequence_classifier(bert: Path, tmp_path: Path) -> Path:
+    """The BERT with a 3-label sequence-classification head, as a fine-tuned classifier's final/ holds."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    path = tmp_path / "classifier"
+    BertForSequenceClassification.from_pretrained(bert, num_labels=3).save_pretrained(path)
+    AutoTokenizer.from_pretrained(bert).save_pretrained(path)
+    return path
+
+
 CLS, NER = (
     {"task": "classification", "max_length": 32},
     {"task": "token_classification", "max_length": 32, "stride": 8},
@@ -187,6 +197,10 @@ BAD = {
         None, ["t.jsonl line 2", "finetune.text_pair_field"],
     ),
     "init_from without weights": (CLS, "t.csv", GOOD_CSV, GOOD_CSV, _no_weights, ["model.init_from", "no weights"]),
+    "NER from a fine-tuned classifier": (
+        NER, "t.jsonl", GOOD_JSONL, GOOD_JSONL, _sequence_classifier,
+        ["finetune.reinit_head", "is a BertForSequenceClassification", "set finetune.reinit_head: true"],
+    ),
     "causal-only architecture": (
         NER, "t.jsonl", GOOD_JSONL, GOOD_JSONL, _causal_only,
         ["model.init_from", "codegen has no head for task token_classification"],
@@ -206,6 +220,22 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, bert, case
     assert_usage_error(result, *fragments)
     assert result.stdout == ""
     assert not (tmp_path / "run").exists() and not (tmp_path / "processed").exists()
+
+
+def test_model_config_overrides_are_checked_against_init_from_and_the_data(tmp_path, bert):
+    from lmtool.finetune.heads import load_for_task
+
+    train = write_jsonl(tmp_path / "t.jsonl", keyword_rows(40, seed=0))  # labels plain and royal
+    config = finetune_config(tmp_path, bert, CLS, train)
+    result = run_inproc("finetune", str(config), "--set", "model.config.bogus_key=1")
+    assert_usage_error(result, "model.config.bogus_key", "is not a", "(bert) config key")
+    assert not (tmp_path / "processed").exists()  # refused before preprocessing
+    result = run_inproc("finetune", str(config), "--set", "model.config.num_labels=3")
+    assert_usage_error(result, "model.config.num_labels", "the data has 2 labels")
+    assert not (tmp_path / "run").exists()  # refused once the data's labels are known, before the run
+    model = load_for_task(str(bert), "classification", "single_label", ["a", "b"], False,
+                          overrides={"hidden_dropout_prob": 0.25})  # fmt: skip
+    assert model.config.hidden_dropout_prob == 0.25  # a valid override is applied, not dropped
 
 
 def test_lm_data_or_no_finetune_section_exits_2(tmp_path, bert):

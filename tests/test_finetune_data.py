@@ -96,6 +96,15 @@ def test_pairs_multi_label_and_regression(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["num_labels"] == 1
 
 
+def test_labels_mixing_numbers_and_text_are_warned_about_once(tmp_path, capsys):
+    rows = [(2.0, "a"), ("2.0", "b"), (1, "c"), ("1", "d"), (1, "e")]
+    train = write(tmp_path / "t.jsonl", "".join(json.dumps({"text": t, "label": v}) + "\n" for v, t in rows))
+    out = run_preprocess(ft_config(tmp_path, {"task": "classification"}, [train], [train]))
+    assert json.loads((out / "manifest.json").read_text())["labels"] == ["1", "2", "2.0"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "labels mix numbers" in line]
+    assert len(warnings) == 1 and "t.jsonl line 1" in warnings[0] and "t.jsonl line 2" in warnings[0]
+
+
 def test_validation_is_held_out_by_hash_when_not_given(tmp_path):
     lines = "".join(f"{i % 2},text number {i}\n" for i in range(200))
     train = write(tmp_path / "t.csv", "label,text\n" + lines)
@@ -248,6 +257,34 @@ BAD = {
         "label,text\na,x\n,y\n",
         "label,text\na,y\n",
         ["t.csv line 3", "empty label"],
+    ),
+    "empty text": (
+        {"task": "classification"},
+        "t.csv",
+        "label,text\na,x\npositive,\n",
+        "label,text\na,y\n",
+        ["t.csv line 3", "blank text in column 'text' (finetune.text_field)"],
+    ),
+    "blank text": (
+        {"task": "classification"},
+        "t.jsonl",
+        '{"text": "x", "label": "a"}\n{"text": "   ", "label": "a"}\n',
+        '{"text": "y", "label": "a"}\n',
+        ["t.jsonl line 2", "blank text"],
+    ),
+    "blank pair": (
+        {"task": "classification", "text_pair_field": "h"},
+        "t.jsonl",
+        '{"text": "a", "h": "b", "label": 1}\n{"text": "a", "h": "", "label": 0}\n',
+        '{"text": "a", "h": "b", "label": 1}\n',
+        ["t.jsonl line 2", "a blank second text", "finetune.text_pair_field"],
+    ),
+    "blank token": (
+        {"task": "token_classification"},
+        "t.jsonl",
+        '{"tokens": ["a"], "tags": ["O"]}\n{"tokens": ["a", " "], "tags": ["O", "O"]}\n',
+        '{"tokens": ["a"], "tags": ["O"]}\n',
+        ["t.jsonl line 2", "blank token at position 1"],
     ),
     "malformed conll line": (
         {"task": "token_classification"},

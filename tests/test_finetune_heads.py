@@ -77,10 +77,11 @@ def test_same_head_is_kept_and_reinit_replaces_it(sentiment_dir, capsys):
     assert torch.equal(
         fresh.bert.embeddings.word_embeddings.weight, kept.bert.embeddings.word_embeddings.weight
     )
-    # A sequence head has the token head's names and shapes, but it is another task's head: new.
-    ner = load_for_task(
-        sentiment_dir, "token_classification", "single_label", ["O", "B-X"], reinit_head=False
-    )
+    # A sequence head has the token head's names and shapes, but it is another task's head: replaced, and
+    # only with finetune.reinit_head (with other label counts its shapes would not even fit).
+    with pytest.raises(LmtoolError, match="finetune.reinit_head: .* is a BertForSequenceClassification"):
+        load_for_task(sentiment_dir, "token_classification", "single_label", ["O", "B-X"], reinit_head=False)
+    ner = load_for_task(sentiment_dir, "token_classification", "single_label", ["O", "B-X"], reinit_head=True)
     assert not torch.equal(ner.classifier.weight, saved)
     assert "new head: classifier.weight, classifier.bias" in capsys.readouterr().err
 

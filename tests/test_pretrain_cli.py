@@ -160,11 +160,11 @@ def test_an_existing_run_is_refused_without_overwrite_and_replaced_with_it(tmp_p
     config = str(tiny_config(tmp_path, data, max_steps=2, resume="never"))
     assert _cli(capsys, "pretrain", config).returncode == 0
     assert_usage_error(_cli(capsys, "pretrain", config), "already exists", "--overwrite")
-    (tmp_path / "run" / "marker").write_text("old")
+    (tmp_path / "run" / "logs" / "marker").write_text("old")  # in lmtool's logs/: replaced with the run
     replaced = _cli(capsys, "pretrain", config, "--overwrite")
     assert replaced.returncode == 0 and replaced.stdout.strip() == str(tmp_path / "run" / "final")
     assert (
-        not (tmp_path / "run" / "marker").exists()
+        not (tmp_path / "run" / "logs" / "marker").exists()
         and (tmp_path / "run" / "final" / "model.safetensors").exists()
     )
 

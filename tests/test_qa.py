@@ -206,11 +206,21 @@ def _nested(tmp_path: Path, qas: list, context: str = "the code is apple") -> Pa
         ([{"id": "b", "question": "q?", "answers": [{"text": "apple", "answer_start": "12"}]}],
          "data[0].paragraphs[1].qas[0].answers[0]: answer_start must be a character index"),
         ([{"id": "b", "question": "q?", "answers": []}], "set finetune.qa.version_2: true"),
+        ([{"id": "b", "question": "  ", "answers": []}], "data[0].paragraphs[1].qas[0]: question is blank"),
     ],
 )  # fmt: skip
 def test_squad_json_of_the_wrong_shape_exits_2_naming_the_element(tmp_path, bert_dir, qas, message):
     result = run_inproc("preprocess", str(_config(tmp_path, bert_dir, _nested(tmp_path, qas))))
     assert_usage_error(result, "bad.json", message)
+
+
+def test_a_squad_file_without_data_names_the_missing_top_level_key(tmp_path, bert_dir):
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps({"version": "1.1", "articles": [{"paragraphs": []}]}))
+    result = run_inproc("preprocess", str(_config(tmp_path, bert_dir, path)))
+    assert_usage_error(
+        result, "squad.json", "top-level 'data' key is missing", "keys here: version, articles"
+    )
 
 
 def test_rows_with_malformed_answers_exit_2_naming_the_line(tmp_path, bert_dir):
@@ -224,6 +234,9 @@ def test_rows_with_malformed_answers_exit_2_naming_the_line(tmp_path, bert_dir):
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     result = run_inproc("preprocess", str(_config(tmp_path, bert_dir, path)))
     assert_usage_error(result, "rows.jsonl line 2", "answers.answer_start missing")
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "context": " "}) + "\n")
+    result = run_inproc("preprocess", str(_config(tmp_path, bert_dir, path)))
+    assert_usage_error(result, "rows.jsonl line 2", "context is blank (finetune.qa.context_field)")
 
 
 def test_an_answer_start_off_its_text_is_skipped_and_counted_or_fails_with_on_bad_answer_fail(

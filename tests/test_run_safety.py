@@ -97,6 +97,13 @@ def test_pretrain_overwrite_deletes_only_lmtool_run_directories(tmp_path, capsys
     held = tiny_config(tmp_path, tmp_path / "run" / "processed", name="held", max_steps=2)
     assert_usage_error(_cli(capsys, "pretrain", str(held), "--overwrite"), "holds data.processed_dir")
     assert (tmp_path / "run" / "processed" / "manifest.json").exists()
+    # A file a user put in the run directory is never deleted: --overwrite refuses, naming it.
+    shutil.rmtree(tmp_path / "run" / "processed")
+    (tmp_path / "run" / "notes.txt").write_text("mine\n")
+    result = _cli(capsys, "pretrain", str(config), "--overwrite")
+    assert_usage_error(result, "holds notes.txt, which lmtool did not make")
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine\n"
+    (tmp_path / "run" / "notes.txt").unlink()
     # Run directories written before the marker existed (config.yaml + metrics.jsonl) are still lmtool's.
     (tmp_path / "run" / RUN_MARKER).unlink()
     assert _cli(capsys, "pretrain", str(config), "--overwrite").returncode == 0

@@ -209,6 +209,35 @@ def test_a_role_the_chat_template_does_not_know_exits_2_naming_it_and_the_line(t
     assert_usage_error(run_cli("preprocess", str(config)), "chat.jsonl line 3", "role 'robot'")
 
 
+def _read(tmp_path: Path, rows: list[dict], tokenizer=None, **sft) -> list[SftExample]:
+    from lmtool.config.data import SourceConfig
+    from lmtool.data.sft_data import read_sft_examples
+    from lmtool.data.sources import Source
+
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    source = Source("data.sources.0", SourceConfig(path=str(path)), [path], "json")
+    return list(read_sft_examples(source, _cfg(**sft), tokenizer, "strict", tmp_path / "cache"))
+
+
+def test_a_row_without_its_response_names_the_file_line_and_field(tmp_path):
+    rows = [{"prompt": "a", "response": "b"}, {"prompt": "c"}]
+    with pytest.raises(LmtoolError, match=r"finetune.sft.response_field: .*d.jsonl line 2 has no field "
+                       r"'response' \(its fields: prompt\)"):  # fmt: skip
+        _read(tmp_path, rows, template=TEMPLATE)
+
+
+def test_a_role_outside_system_user_assistant_is_warned_about_once(tmp_path, capsys):
+    tokenizer = word_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant {% endif %}"
+    )
+    chat = {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}
+    assert len(_read(tmp_path, [chat, chat], tokenizer, format="messages")) == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "role 'bot'" in line]
+    assert len(warnings) == 1 and "d.jsonl line 1" in warnings[0] and "not trained" in warnings[0]
+
+
 def test_a_model_that_cannot_isolate_packed_examples_is_trained_unpacked_and_says_so(tmp_path, capsys):
     import datasets
     from transformers import AutoModelForCausalLM

@@ -57,12 +57,18 @@ def check_model_config(arch: str, overrides: dict[str, Any]) -> None:
         known = {field.name for field in dataclasses.fields(config_class)}
     else:
         known = set(config_class().to_dict())
-    known |= set(getattr(config_class, "attribute_map", {}))
+    check_config_keys(
+        overrides, known | set(getattr(config_class, "attribute_map", {})), arch, config_class.__name__
+    )
+
+
+def check_config_keys(overrides: dict[str, Any], known: set[str], what: str, see: str) -> None:
+    """Each `model.config` key must be in `known` (the settings of `what`'s config), each number finite."""
     for key, value in overrides.items():
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean 'model.config.{close[0]}'?" if close else f"see {config_class.__name__}"
-            raise ConfigError(f"model.config.{key}", f"is not a {arch} config key", value=value, hint=hint)
+            hint = f"did you mean 'model.config.{close[0]}'?" if close else f"see {see}"
+            raise ConfigError(f"model.config.{key}", f"is not a {what} config key", value=value, hint=hint)
         _check_finite(f"model.config.{key}", value)
 
 

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from lmtool import console
 from lmtool.config import FinetuneConfig
 from lmtool.data.labeled_rows import Example
 from lmtool.errors import ConfigError, LmtoolError
@@ -50,6 +51,26 @@ def _name(value: object, where: str) -> str:
     if isinstance(value, str) and value.strip():
         return value.strip()
     raise LmtoolError(f"{where} has an empty or unusable label ({value!r})")
+
+
+def warn_mixed_labels(examples: Iterable[Example], cfg: FinetuneConfig) -> None:
+    """Labels written as numbers in some rows and as text in others (JSON `1` and `"1"`) are matched by
+    their text, so `1` and `"1"` are one class but `2.0` and `"2.0"` two: say so once, naming a row of each."""
+    if cfg.task != "classification" or cfg.problem == "regression":
+        return
+    number = text = None
+    for example in examples:
+        for value in example.label if isinstance(example.label, list) else [example.label]:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = number or (value, example.where)
+            elif isinstance(value, str):
+                text = text or (value, example.where)
+        if number and text:
+            console.warning(
+                f"labels mix numbers ({number[0]!r} in {number[1]}) and text ({text[0]!r} in {text[1]}): "
+                "a number is the class its digits name (1 is '1', 2.0 is '2', not '2.0'); write labels one way"
+            )
+            return
 
 
 def sort_labels(names: Iterable[str]) -> list[str]:

@@ -26,6 +26,7 @@ from lmtool.data.labeled import (
     label_counts,
     label_names,
     sort_labels,
+    warn_mixed_labels,
 )
 from lmtool.data.labeled_rows import Example, read_examples
 from lmtool.errors import ConfigError, LmtoolError
@@ -221,6 +222,7 @@ def _labels(splits: dict[str, list[Example]], config: Config) -> list[str]:
     cfg = config.finetune
     if cfg.task == "classification" and cfg.problem == "regression":
         return []
+    warn_mixed_labels((e for examples in splits.values() for e in examples), cfg)
     if cfg.labels is not None:
         labels = list(cfg.labels)
     else:

@@ -78,15 +78,16 @@ def _check_columns(row: dict, cfg: FinetuneConfig, where: str, needed: list[str]
 
 def _classification_example(row: dict, cfg: FinetuneConfig, where: str) -> Example:
     text = row.get(cfg.text_field)
-    if not isinstance(text, str):
-        what = "no" if text is None else f"a {type(text).__name__} as"
+    if not isinstance(text, str) or not text.strip():
+        what = "blank" if isinstance(text, str) else "no" if text is None else f"a {type(text).__name__} as"
         raise LmtoolError(f"{where} has {what} text in column '{cfg.text_field}' (finetune.text_field)")
     pair = None
     if cfg.text_pair_field is not None:
         pair = row.get(cfg.text_pair_field)
-        if not isinstance(pair, str):
+        if not isinstance(pair, str) or not pair.strip():
+            what = "a blank" if isinstance(pair, str) else "no"
             raise LmtoolError(
-                f"{where} has no second text in column '{cfg.text_pair_field}' (finetune.text_pair_field)"
+                f"{where} has {what} second text in column '{cfg.text_pair_field}' (finetune.text_pair_field)"
             )
     label = row.get(cfg.label_field)
     if label is None or label == "" or (isinstance(label, str) and not label.strip()):
@@ -121,6 +122,9 @@ def _sentences(
             )
         if len(tokens) != len(tags):
             raise LmtoolError(f"{where} has {len(tokens)} tokens but {len(tags)} tags")
+        blank = next((i for i, token in enumerate(tokens) if not token.strip()), None)
+        if blank is not None:  # a tokenizer gives it no sub-token, so its tag could not be trained
+            raise LmtoolError(f"{where} has a blank token at position {blank} in '{cfg.tokens_field}'")
         if tokens:
             yield Example(where, tokens=list(tokens), tags=[_tag(t, where) for t in tags])
 

@@ -42,13 +42,14 @@ from lmtool.data.encode import choose_encoder, encoded_batches
 from lmtool.data.identity import tokenizer_identity
 from lmtool.data.interrupts import stop_raises
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
-from lmtool.data.partial import disk_full, partial_prefix, remove_stale
+from lmtool.data.partial import partial_prefix, remove_stale
 from lmtool.data.tokenizer import (
     load_tokenizer,
     tokenizer_fingerprint,
     train_tokenizer,
     train_type,
 )
+from lmtool.diskfull import disk_full_error
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.runlock import DirLock
 
@@ -95,12 +96,12 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
         except LmtoolError:
             raise
         except Exception as exc:
-            full = disk_full(exc)
+            full = disk_full_error(exc)
             if full is None:
                 raise
             raise LmtoolError(
                 f"data.processed_dir: no space left on device while writing {out} "
-                f"({full.filename or work}); free space or point data.processed_dir at another disk"
+                f"({getattr(full, 'filename', None) or work}); free space or point data.processed_dir at another disk"
             ) from None
         finally:
             shutil.rmtree(work, ignore_errors=True)

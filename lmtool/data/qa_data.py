@@ -86,6 +86,13 @@ def _raw_questions(
             document = _json_document(path, source.key, source.config.encoding, encoding_errors)
             if isinstance(document, dict) and "data" in document:
                 yield from _squad(document, f"{source.key}: {path}")
+            elif isinstance(document, dict) and cfg.qa.question_field not in document:
+                keys = ", ".join(map(str, document)) or "(none)"
+                raise LmtoolError(
+                    f"{source.key}: {path}: the top-level 'data' key is missing (SQuAD JSON is "
+                    f"{{data: [{{paragraphs: [...]}}]}}; keys here: {keys}); or give JSON lines with "
+                    f"'{cfg.qa.question_field}' in each row"
+                )
             else:
                 rest.append(path)
         if not rest:
@@ -114,11 +121,11 @@ def _squad(document: dict, origin: str) -> Iterator[Question]:
         for j, paragraph in enumerate(_list(_object(article, origin, at), "paragraphs", origin, at)):
             pat = f"{at}.paragraphs[{j}]"
             paragraph = _object(paragraph, origin, pat)
-            context = _string(paragraph, "context", origin, pat)
+            context = _text(paragraph, "context", origin, pat)
             for k, qa in enumerate(_list(paragraph, "qas", origin, pat)):
                 qat = f"{pat}.qas[{k}]"
                 qa = _object(qa, origin, qat)
-                question = _string(qa, "question", origin, qat)
+                question = _text(qa, "question", origin, qat)
                 impossible = qa.get("is_impossible") is True
                 answers = [] if impossible and "answers" not in qa else _list(qa, "answers", origin, qat)
                 pairs = []
@@ -139,8 +146,8 @@ def _squad(document: dict, origin: str) -> Iterator[Question]:
 
 def _row_question(row: dict, cfg: FinetuneConfig, where: str) -> Question:
     qa = cfg.qa
-    question = _string(row, qa.question_field, where, "", "finetune.qa.question_field")
-    context = _string(row, qa.context_field, where, "", "finetune.qa.context_field")
+    question = _text(row, qa.question_field, where, "", "finetune.qa.question_field")
+    context = _text(row, qa.context_field, where, "", "finetune.qa.context_field")
     answers = row.get(qa.answers_field)
     name = qa.answers_field
     if not isinstance(answers, dict):
@@ -188,6 +195,14 @@ def _string(parent: dict, name: str, origin: str, path: str, key: str | None = N
     if not isinstance(value, str):
         state = "missing" if value is None else f"is a {type(value).__name__}, not a string"
         raise LmtoolError(f"{_at(origin, path)}: {name} {state}" + (f" ({key})" if key else ""))
+    return value
+
+
+def _text(parent: dict, name: str, origin: str, path: str, key: str | None = None) -> str:
+    """A question or context: a string with something in it (a blank one cannot be asked or answered)."""
+    value = _string(parent, name, origin, path, key)
+    if not value.strip():
+        raise LmtoolError(f"{_at(origin, path)}: {name} is blank" + (f" ({key})" if key else ""))
     return value
 
 

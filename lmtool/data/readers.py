@@ -174,14 +174,16 @@ def _no_field(path: Path, key: str, field: str, names: list[str]) -> ConfigError
 
 
 def _json_rows(chunks: Iterator[str], path: Path, key: str) -> Iterator[tuple[str, dict]]:
-    """JSON lines, or one JSON array (of objects, or of strings taken as `text`)."""
+    """JSON lines, or one JSON array (of objects, or of strings taken as `text`). A .jsonl file is JSON
+    lines (.jsonl.gz too) whatever its first character: a first line `[1, 2]` is a bad row, not an array."""
     chunks = iter(chunks)
     head: list[str] = []
     for chunk in chunks:
         head.append(chunk)
         if chunk.strip():
             break
-    if "".join(head).lstrip().startswith("["):
+    lines = Path(path).name.lower().endswith((".jsonl", ".jsonl.gz"))
+    if not lines and "".join(head).lstrip().startswith("["):
         text = "".join(head) + "".join(chunks)
         try:
             items = json.loads(text)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmtool import console
 from lmtool.config import ConfigError, FinetuneConfig
 from lmtool.data import sources as src
 from lmtool.data.labeled_rows import _rows
@@ -52,6 +53,7 @@ def read_sft_examples(
                 if line.strip():
                     yield SftExample(f"{source.key}: {path} line {number}", [(line, True)])
         return
+    unknown_roles: set[str] = set()
     for where, row in _rows(source, encoding_errors, cache_dir):
         if sft.format == "text":
             yield SftExample(where, [(_string(row, sft.text_field, "text_field", where), True)])
@@ -62,7 +64,22 @@ def read_sft_examples(
         else:
             if sft.messages_field not in row:
                 _missing(row, "messages_field", sft.messages_field, where)
-            yield SftExample(where, chat_segments(tokenizer, row[sft.messages_field], where))
+            segments = chat_segments(tokenizer, row[sft.messages_field], where)
+            _warn_unknown_roles(row[sft.messages_field], where, unknown_roles)
+            yield SftExample(where, segments)
+
+
+def _warn_unknown_roles(messages: list[dict], where: str, warned: set[str]) -> None:
+    """A role the template renders but that is not system/user/assistant (e.g. 'bot' for 'assistant'):
+    its turns are prompt, never trained; said once per role and source (a typo would train nothing)."""
+    for message in messages:
+        role = message["role"]
+        if role not in KNOWN_ROLES and role not in warned:
+            warned.add(role)
+            console.warning(
+                f"{where}: role '{role}' is not {', '.join(KNOWN_ROLES[:-1])} or {KNOWN_ROLES[-1]}: "
+                "its turns are prompt, not trained (only assistant turns are)"
+            )
 
 
 def _string(row: dict, column: str, key: str, where: str) -> str:
@@ -75,10 +92,11 @@ def _string(row: dict, column: str, key: str, where: str) -> str:
 
 
 def _missing(row: dict, key: str, column: str, where: str) -> None:
+    """A row without the field: named by file and line (rows of one file need not share their fields)."""
     raise ConfigError(
         f"finetune.sft.{key}",
-        f"no such column in {where.rsplit(' ', 2)[0]}; columns: {', '.join(map(str, row)) or '(none)'}",
-        value=column,
+        f"{where} has no field '{column}' (its fields: {', '.join(map(str, row)) or '(none)'})",
+        has_value=False,
     )
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from lmtool.config import SourceConfig
 from lmtool.data.decode import unreadable
 from lmtool.data.files import files_under, glob_files
-from lmtool.data.partial import disk_full
 from lmtool.data.readers import read_documents
+from lmtool.diskfull import is_disk_full
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.hub import require_hub
 
@@ -227,7 +227,9 @@ def _columns(dataset) -> list[str]:
 
 
 def _read_error(source: Source, exc: Exception) -> Exception:
-    if disk_full(exc):  # writing the Arrow cache failed: not this source's fault; preprocess names the output
+    if is_disk_full(
+        exc
+    ):  # writing the Arrow cache failed: not this source's fault; preprocess names the output
         return exc
     return LmtoolError(f"{source.key}: cannot read {source.label}: {_first_line(exc)}")
 

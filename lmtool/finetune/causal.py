@@ -24,13 +24,17 @@ def check_causal_lm(config, init_from: str) -> None:
         raise ConfigError(KEY, f"architecture {config.model_type} is not a causal LM", value=init_from)
 
 
-def load_causal_lm(init_from: str, trust_remote_code: bool = False) -> PreTrainedModel:
-    """`init_from` through AutoModelForCausalLM, in train mode."""
+def load_causal_lm(
+    init_from: str, trust_remote_code: bool = False, overrides: dict | None = None
+) -> PreTrainedModel:
+    """`init_from` through AutoModelForCausalLM, in train mode, its config updated by `overrides`."""
     from lmtool.finetune.heads import _first_line, check_model
 
     check_model(init_from, "sft", trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(init_from, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            init_from, trust_remote_code=trust_remote_code, **(overrides or {})
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise LmtoolError(f"{KEY}: cannot load {init_from} for sft: {_first_line(exc)}") from None
     model.train()

@@ -27,7 +27,7 @@ from lmtool import console
 from lmtool.config import ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
-from lmtool.models import ARCH_ALIASES
+from lmtool.models import ARCH_ALIASES, TASK_HEAD_SUFFIXES
 
 KEY = "model.init_from"
 TASK_AUTO = {
@@ -63,14 +63,17 @@ def load_for_task(
     labels: list[str],
     reinit_head: bool,
     trust_remote_code: bool = False,
+    overrides: dict | None = None,
 ) -> PreTrainedModel:
     """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights
-    and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter)."""
+    and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter). `overrides`
+    (model.config, checked by `model_check.check_init_from_overrides`) update the checkpoint's config."""
     if task == "sft":
         from lmtool.finetune.causal import load_causal_lm
 
-        return load_causal_lm(init_from, trust_remote_code)
+        return load_causal_lm(init_from, trust_remote_code, overrides)
     config = check_model(init_from, task, trust_remote_code)
+    check_other_task_head(config, init_from, task, reinit_head)
     num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
     if task == "qa":  # a start and an end logit per token; no label names
         num_labels = 2
@@ -78,7 +81,7 @@ def load_for_task(
     same_head = _has_task_head(config, task)
     if same_head and not reinit_head:
         _check_head_labels(config, init_from, num_labels, id2label)
-    kwargs: dict = {"num_labels": num_labels}
+    kwargs: dict = {**(overrides or {}), "num_labels": num_labels}
     if id2label is not None:
         kwargs.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
     if task == "classification":
@@ -116,6 +119,25 @@ def check_model(init_from: str, task: str, trust_remote_code: bool = False) -> P
     else:
         _check_architecture(config, task)
     return config
+
+
+def check_other_task_head(config: PreTrainedConfig, init_from: str, task: str, reinit_head: bool) -> None:
+    """A checkpoint fine-tuned for another task (a sequence classifier given to NER) has a head that is never
+    this task's: it can only be replaced (its shapes may not even fit), so that takes finetune.reinit_head."""
+    if reinit_head or task == "sft":
+        return
+    other = [
+        name
+        for name in config.architectures or []
+        if name.endswith(TASK_HEAD_SUFFIXES) and not name.endswith(TASK_SUFFIX[task])
+    ]
+    if other:
+        raise ConfigError(
+            "finetune.reinit_head",
+            f"{init_from} is a {other[0]}, fine-tuned for another task: task {task} needs a new head",
+            value=False,
+            hint="set finetune.reinit_head: true to replace it (the rest of the model is kept)",
+        )
 
 
 def _checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedConfig:

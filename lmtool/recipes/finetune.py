@@ -49,7 +49,8 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
 def _checks(config: Config) -> None:
     """The model to fine-tune, and settings that cannot go together, refused before any preprocessing or
     training time is spent."""
-    from lmtool.finetune.heads import check_model
+    from lmtool.finetune.heads import check_model, check_other_task_head
+    from lmtool.model_check import check_init_from_overrides
 
     if config.finetune.lora is not None and config.train.distributed.strategy == "fsdp":
         raise ConfigError(
@@ -57,19 +58,24 @@ def _checks(config: Config) -> None:
             "fsdp cannot checkpoint a LoRA model (its checkpoints hold only the adapters): use ddp with finetune.lora",
             value="fsdp",
         )
-    check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
+    loaded = check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
+    check_other_task_head(loaded, config.model.init_from, config.finetune.task, config.finetune.reinit_head)
+    check_init_from_overrides(config, loaded)
 
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
     from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
+    from lmtool.model_check import check_num_labels
     from lmtool.tasks import make_finetune_task
     from lmtool.train.engine import Trainer
 
-    resume_from = open_run(config, env, overwrite)
     processed = processed_dir(config)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
     refuse_stale(processed, config, device)
     ft = config.finetune
+    labels = list(manifest.get("labels") or [])
+    check_num_labels(config, labels, manifest.get("problem"))  # the data's label count is known now
+    resume_from = open_run(config, env, overwrite)
     precision = resolve_precision(config.train.precision, device)
     enable_tf32(device)
     keep_cpu_memory(device)
@@ -78,9 +84,10 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         config.model.init_from,
         ft.task,
         manifest.get("problem") or ft.problem,
-        list(manifest.get("labels") or []),
+        labels,
         ft.reinit_head,
         trust_remote_code=config.model.trust_remote_code,
+        overrides=config.model.config,
     )
     if ft.task == "sft":
         from lmtool.finetune.causal import sft_rows

@@ -8,18 +8,14 @@ a temporary file and `os.replace`.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lmtool.diskfull import is_disk_full
 from lmtool.errors import LmtoolError
-
-_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# Writers that do not raise OSError still say so: safetensors (Rust) "... (os error 28)".
-_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
 
 
 def fsync(path: Path) -> None:
@@ -54,20 +50,6 @@ def replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc` (or an exception it was raised from) says the disk or the quota is full."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
-            return True
-        if any(text in str(current) for text in _DISK_FULL_TEXT):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def write_dir(tmp: Path, final: Path, write: Callable[[Path], None], what: str, fresh: bool = True) -> None:
     """Run `write(tmp)`, fsync everything in it and swap it in at `final`. With `fresh` false, `tmp` exists
     already and holds what other processes wrote into it (the shards of a sharded checkpoint).
@@ -87,7 +69,7 @@ def write_dir(tmp: Path, final: Path, write: Callable[[Path], None], what: str, 
         if is_disk_full(exc):
             raise LmtoolError(
                 f"no space left on device while saving {what} to {final.parent} (the partial copy was removed, "
-                "earlier ones are kept): free some space and rerun"
+                "earlier ones are kept): free some space (or raise the file-size limit, `ulimit -f`) and rerun"
             ) from exc
         raise
     replace_dir(tmp, final)

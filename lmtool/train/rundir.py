@@ -58,6 +58,7 @@ def check_run_dir(config: Config, run_dir: Path, overwrite: bool) -> None:
         inputs |= {f"data.validation_sources.{i}.path": s.path for i, s in enumerate(data.validation_sources)}
         inputs |= {f"data.test_sources.{i}.path": s.path for i, s in enumerate(data.test_sources)}
         ownership.check_removable(run_dir, "run.output_dir", inputs)
+        ownership.check_only_run_files(run_dir)
 
 
 def open_run_dir(run_dir: Path, config_yaml: str, resumed_step: int | None, tensorboard: bool) -> MetricsSink:

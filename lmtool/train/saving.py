@@ -27,8 +27,9 @@ import torch.distributed as dist
 
 from lmtool import __version__, console
 from lmtool.config import ConfigError, dump_config
+from lmtool.diskfull import is_disk_full
 from lmtool.errors import LmtoolError
-from lmtool.train import atomic, checkpoint, distributed, sharded
+from lmtool.train import checkpoint, distributed, sharded
 from lmtool.train.final import best_checkpoint, write_final
 from lmtool.train.model_files import ModelFiles
 from lmtool.train.optim import build_scheduler, load_optimizer_state
@@ -196,10 +197,10 @@ class Saver:
         if distributed.any_rank(error is not None, t.device):
             if t.env.is_main:
                 shutil.rmtree(pending.tmp, ignore_errors=True)
-            if error is not None and atomic.is_disk_full(error):
+            if error is not None and is_disk_full(error):
                 raise LmtoolError(
                     f"no space left on device while saving step {pending.step} to {pending.tmp.parent} "
-                    "(the partial copy was removed, earlier ones are kept): free some space and rerun"
+                    "(the partial copy was removed, earlier ones are kept): free some space (or raise the file-size limit, `ulimit -f`) and rerun"
                 ) from error
             if error is not None:
                 raise error
