@@ -7,6 +7,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +20,7 @@ from lmtool.errors import LmtoolError
 from lmtool.generation.prompts import read_prompts
 from lmtool.prediction.inputs import read_inputs
 from tests.conftest import ROOT, Result, assert_usage_error
-from tests.eval_fixtures import save_causal_model
+from tests.eval_fixtures import run_inproc, save_causal_model
 from tests.finetune_fixtures import save_classifier
 
 SEPARATORS = "\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029"  # line boundaries to str.splitlines, not to a file
@@ -138,3 +141,114 @@ def test_closed_stdout_reader_ends_quietly(classifier_dir, tmp_path):
     assert proc.stdout.count("\n") == 1
     assert proc.stderr.splitlines()[-1] == "141", proc.stderr
     assert "Exception ignored" not in proc.stderr and "error" not in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- --max-length
+
+
+@pytest.fixture(scope="module")
+def task_dirs(tmp_path_factory, classifier_dir):
+    """Untrained tiny BERT tagger and QA model (64 positions, like the classifier)."""
+    from transformers import BertForQuestionAnswering, BertForTokenClassification
+
+    ner = save_classifier(tmp_path_factory.mktemp("ner"), ["O", "B-PER"], auto=BertForTokenClassification)
+    qa = save_classifier(tmp_path_factory.mktemp("qa"), ["start", "end"], auto=BertForQuestionAnswering)
+    return {"classifier": classifier_dir, "ner": ner, "qa": qa}
+
+
+@pytest.mark.parametrize("task", ["classifier", "ner", "qa"])
+def test_max_length_past_the_model_positions(task_dirs, task):
+    """Row 2: --max-length past the positions was exit 1 (a tensor size RuntimeError) on a long input."""
+    text = "the king sings " * 40
+    line = json.dumps({"question": "who sings", "context": text}) if task == "qa" else text
+    result = run_inproc(
+        "predict", "--model", str(task_dirs[task]), "--max-length", "100000", input=line + "\n"
+    )
+    assert_usage_error(result, "--max-length", "64 positions", "100000")
+
+
+def test_evaluate_max_length_past_the_model_positions(classifier_dir, tmp_path):
+    data = tmp_path / "val.csv"
+    data.write_text(
+        "label,text\n" + "".join(f"pos,{'the king sings ' * 40}\n" for _ in range(3)), encoding="utf-8"
+    )
+    result = run_inproc(
+        "evaluate", "--model", str(classifier_dir), "--data", str(data), "--max-length", "100000"
+    )
+    assert_usage_error(result, "evaluate.max_length", "64 positions", "100000")
+
+
+def test_max_length_0_is_refused(classifier_dir):
+    """Row 3: --max-length 0 silently meant the default."""
+    result = run_inproc("predict", "--model", str(classifier_dir), "--max-length", "0", "the king")
+    assert_usage_error(result, "--max-length", "at least 2", "got 0")
+
+
+# --------------------------------------------------------------------------- model directories
+
+
+def _broken_copies(model_dir, tmp_path) -> dict:
+    """Copies of `model_dir`, each broken one way: (directory, what the error must say)."""
+    from tests.eval_fixtures import _bpe_tokenizer
+
+    cases = {}
+    for name in ("no-tokenizer", "truncated", "no-weights", "bad-config", "other-tokenizer"):
+        cases[name] = shutil.copytree(model_dir, tmp_path / name)
+    for file in cases["no-tokenizer"].glob("tokenizer*"):
+        file.unlink()
+    os.truncate(cases["truncated"] / "model.safetensors", 5000)
+    (cases["no-weights"] / "model.safetensors").unlink()
+    (cases["bad-config"] / "config.json").write_text("{", encoding="utf-8")
+    _bpe_tokenizer().save_pretrained(cases["other-tokenizer"])  # 365 tokens for 115 embedding rows
+    return {
+        "no-tokenizer": (cases["no-tokenizer"], "has no tokenizer"),
+        "truncated": (cases["truncated"], "model.safetensors is truncated or corrupt"),
+        "no-weights": (cases["no-weights"], "has no weights"),
+        "bad-config": (cases["bad-config"], "config.json is not readable JSON"),
+        "other-tokenizer": (cases["other-tokenizer"], "365 tokens but the model's embeddings 115 rows"),
+    }
+
+
+def test_model_directory_is_checked_whole(classifier_dir, causal_dir, tmp_path):
+    """Rows 4 and 5: no tokenizer files was exit 0 with garbage (every word [UNK]) for predict and
+    fine-tuned evaluate; a truncated model.safetensors exit 1 (SafetensorError)."""
+    data = tmp_path / "val.csv"
+    data.write_text("label,text\npos,the king sings\nneg,a dog sleeps\n", encoding="utf-8")
+    for path, says in _broken_copies(classifier_dir, tmp_path / "cls").values():
+        assert_usage_error(run_inproc("predict", "--model", str(path), "the king"), str(path.name), says)
+        result = run_inproc("evaluate", "--model", str(path), "--data", str(data))
+        assert_usage_error(result, str(path.name), says)
+    for name, (path, says) in _broken_copies(causal_dir, tmp_path / "gpt").items():
+        if name != "other-tokenizer":
+            assert_usage_error(
+                run_inproc("generate", "--model", str(path), "-n", "2", "hi"), str(path.name), says
+            )
+
+
+def test_adapter_or_sharded_checkpoint_says_what_it_is(classifier_dir, tmp_path):
+    """A LoRA adapter or a sharded checkpoint gave transformers' 'Unrecognized model ... model_type'
+    for predict, evaluate, generate, plan and model.init_from."""
+    final = shutil.copytree(classifier_dir, tmp_path / "final")
+    merged_adapter = final / "adapter"  # finetune.lora.merge true: the adapter next to the merged model
+    merged_adapter.mkdir()
+    (merged_adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    unmerged = tmp_path / "unmerged"  # merge false: the adapter, its tokenizer and LORA_ADAPTER.txt
+    unmerged.mkdir()
+    for name in ("adapter_config.json", "LORA_ADAPTER.txt", "tokenizer.json"):
+        (unmerged / name).write_text("{}", encoding="utf-8")
+    sharded = tmp_path / "step-10"
+    (sharded / "sharded").mkdir(parents=True)
+    cases = [
+        (merged_adapter, ["LoRA adapter", f"use its merged parent {final}"]),
+        (unmerged, ["LoRA adapter (LORA_ADAPTER.txt)", "finetune.lora.merge: true"]),
+        (sharded, ["sharded", "final/"]),
+    ]
+    for path, says in cases:
+        for args in (["predict", "--model", str(path), "x"], ["generate", "--model", str(path), "x"],
+                     ["evaluate", "--model", str(path)]):  # fmt: skip
+            assert_usage_error(run_inproc(*args), *says)
+        for command in ("plan", "finetune"):
+            config = tmp_path / f"{command}.yaml"
+            section = "\nfinetune: {task: classification}" if command == "finetune" else ""
+            config.write_text(f"model: {{init_from: {path}}}{section}\n", encoding="utf-8")
+            assert_usage_error(run_inproc(command, str(config)), "model.init_from", *says)
