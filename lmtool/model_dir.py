@@ -50,7 +50,7 @@ def refuse_not_a_model(path: str, key: str | None = None) -> None:
         )
     note = os.path.exists(os.path.join(path, LORA_NOTE))
     if note or (os.path.exists(os.path.join(path, _ADAPTER_CONFIG)) and not has_config):
-        parent = Path(path).resolve().parent
+        parent = Path(os.path.abspath(path)).parent
         if (parent / "config.json").is_file() and not note:
             use = f"use its merged parent {parent}/ (the whole model, which lmtool finetune saved with it)"
         else:
