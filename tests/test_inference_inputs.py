@@ -126,13 +126,13 @@ def test_dev_full_as_stdout_exits_2():
 
 def test_closed_stdout_reader_ends_quietly(classifier_dir, tmp_path):
     """Row 8: `lmtool predict ... | head -1` exits 141 (as `yes | head -1` does), with nothing on stderr
-    (it was exit 1 with no message)."""
+    (it was exit 1 with no message). The 240 kB of results outgrow the pipe's buffer."""
     result = _run_with_stdout(
         _FailingStdout(50, errno.EPIPE), "predict", "--model", str(classifier_dir), "a", "b"
     )
     assert result.returncode == 141 and "error" not in result.stderr, result.stderr
     path = tmp_path / "many.txt"
-    path.write_text("".join(f"the king {'sings ' * 200}{i}\n" for i in range(200)), encoding="utf-8")
+    path.write_text("".join(f"the king {'sings ' * 1000}{i}\n" for i in range(40)), encoding="utf-8")
     proc = subprocess.run(
         f"{sys.executable} -m lmtool predict --model {classifier_dir} --file {path} | head -1; "
         'echo "${PIPESTATUS[0]}" >&2',
