@@ -4,8 +4,8 @@ transformers reads a directory piece by piece and fills gaps silently (version 5
 5-token tokenizer where the tokenizer files are missing, so every word becomes [UNK] and predictions
 are garbage) or fails deep inside (a truncated model.safetensors, a LoRA adapter's or a sharded
 training checkpoint's "Unrecognized model"). Here: the directory is a model (not an adapter or a
-sharded checkpoint), its config.json reads, its weights are there and whole, its tokenizer files are
-there; once loaded, the tokenizer's vocabulary fits the model's embeddings.
+sharded checkpoint), its config.json reads, its weights are there and readable (safetensors: whole),
+its tokenizer files are there; once loaded, the tokenizer's vocabulary fits the model's embeddings.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ def check_model_dir(path: str) -> None:
         json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise LmtoolError(f"{config} is not readable JSON: {_first_line(exc)}") from None
-    if not any(os.path.isfile(os.path.join(path, name)) for name in WEIGHT_FILES):
-        raise LmtoolError(f"{path} has no weights (none of {', '.join(WEIGHT_FILES)})")
-    for weights in _safetensors_files(Path(path)):
-        check_safetensors(weights)
+    for weights in _weight_files(Path(path)):
+        if weights.suffix == ".safetensors":
+            check_safetensors(weights)
+        else:
+            _check_readable(weights)
     if not any(os.path.exists(os.path.join(path, name)) for name in TOKENIZER_FILES):
         raise LmtoolError(
             f"{path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the model's own with it"
@@ -122,20 +123,35 @@ def check_safetensors(file: Path) -> None:
         )
 
 
-def _safetensors_files(path: Path) -> list[Path]:
-    """model.safetensors, or the shards its index lists."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise LmtoolError(f"{index} is not a readable weight index: {_first_line(exc)}") from None
-        missing = [name for name in names if not (path / name).is_file()]
-        if missing:
-            raise LmtoolError(f"{path} lacks {missing[0]}, a weight shard its {index.name} lists")
-        return [path / name for name in names]
-    single = path / "model.safetensors"
-    return [single] if single.is_file() else []
+def _weight_files(path: Path) -> list[Path]:
+    """The files transformers reads, in its order of preference: safetensors, else a pickle; one file,
+    else the shards its index lists (each must be there)."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):  # fmt: skip
+        if (path / index).is_file():
+            try:
+                names = sorted(
+                    set(json.loads((path / index).read_text(encoding="utf-8"))["weight_map"].values())
+                )
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise LmtoolError(
+                    f"{path / index} is not a readable weight index: {_first_line(exc)}"
+                ) from None
+            missing = [name for name in names if not (path / name).is_file()]
+            if missing:
+                raise LmtoolError(f"{path} lacks {missing[0]}, a weight shard its {index} lists")
+            return [path / name for name in names]
+        if (path / single).is_file():
+            return [path / single]
+    raise LmtoolError(f"{path} has no weights (none of {', '.join(WEIGHT_FILES)})")
+
+
+def _check_readable(file: Path) -> None:
+    try:
+        with file.open("rb") as stream:
+            stream.read(1)
+    except OSError as exc:
+        raise LmtoolError(f"cannot read {file}: {exc.strerror or exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:
