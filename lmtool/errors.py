@@ -7,6 +7,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_REQUEUE = 3  # a checkpoint was saved after a preemption signal: requeue the job
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (`| head`), as `yes | head` exits
 EXIT_TERMINATED = 143  # 128 + SIGTERM: a run without checkpoints (preprocess) was stopped by SIGTERM
 
 

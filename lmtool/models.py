@@ -30,6 +30,7 @@ from lmtool import lstm
 from lmtool.config import Config, ConfigError, check_arch, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
+from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.positions import max_positions, record_trained_context, scratch_positions
 
 transformers.utils.logging.set_verbosity_error()
@@ -42,14 +43,6 @@ MESSAGE_NAMES = {
     "hidden_size": ("embed_dim", "hidden size"),
     "num_attention_heads": ("num_heads", "number of attention heads"),
 }
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-)
 
 
 def build_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -260,12 +253,8 @@ def load_model(
     path = str(path)
     if not os.path.isdir(path) and not looks_like_hub_id(path):
         raise LmtoolError(f"model directory not found: {path}")
-    refuse_sharded_checkpoint(path)
+    check_model_dir(path)
     require_hub(path, key)
-    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
-        raise LmtoolError(
-            f"{path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save one with the model"
-        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as exc:
@@ -285,17 +274,9 @@ def load_model(
             )
         for_masked_lm = any(name.endswith("ForMaskedLM") for name in (config.architectures or []))
     model = _from_pretrained(path, for_masked_lm, trust_remote_code, key=None)
+    check_vocab_fits(path, tokenizer, model)
     model.eval()
     return model, tokenizer
-
-
-def refuse_sharded_checkpoint(path: str) -> None:
-    """A sharded (fsdp) training checkpoint holds torch.distributed.checkpoint shards, not a model directory."""
-    if os.path.isdir(os.path.join(path, "sharded")) and not os.path.exists(os.path.join(path, "config.json")):
-        raise LmtoolError(
-            f"{path} is a sharded (train.distributed.strategy fsdp) training checkpoint, not a model directory: "
-            "use the run's final/ directory (a plain transformers model)"
-        )
 
 
 def _from_pretrained(

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 from lmtool import console
 from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.hub import require_hub
-from lmtool.models import TOKENIZER_FILES
+from lmtool.model_dir import TOKENIZER_FILES, refuse_not_a_model
 
 
 def check_init_from(config: Config) -> None:
@@ -37,6 +37,7 @@ def check_init_from(config: Config) -> None:
             "model.init_from", "directory not found (and not a hub model name)", value=model.init_from
         )
     require_hub(name, "model.init_from")
+    refuse_not_a_model(name, "model.init_from")
     if model.resize_embeddings:
         return
     if tok.path is None:

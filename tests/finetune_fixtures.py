@@ -41,6 +41,29 @@ def save_tiny_bert(path: Path, *, dropout: float = 0.0) -> Path:
     return Path(path)
 
 
+def save_classifier(
+    path: Path, labels: list[str], problem: str | None = None, bias: list[float] | None = None, auto=None
+) -> Path:
+    """A randomly initialised tiny BERT classifier (logits = `bias` for every text, if given) and its tokenizer;
+    `auto` another task's class (e.g. BertForTokenClassification)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(**TINY_BERT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                        problem_type=problem)  # fmt: skip
+    model = (auto or BertForSequenceClassification)(config)
+    if bias is not None:  # logits = bias whatever the text
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.tensor(bias))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def keyword_rows(count: int, seed: int) -> list[dict]:
     """Texts of 3-14 words; label royal when the keyword is in the text (half of them), else plain."""
     rng = random.Random(seed)

@@ -174,6 +174,30 @@ def test_merge_false_leaves_the_adapter_and_a_note(setup, tmp_path):
     assert "model.safetensors" not in names and "peft" in (tmp_path / NOTE).read_text()
 
 
+def test_an_adapter_given_as_a_model_is_named_as_one(setup, tmp_path):
+    """Issue 21: predict, evaluate, generate, plan and model.init_from said transformers' "Unrecognized
+    model" for the adapters a run saves (merged: final/adapter/; unmerged: final/ with the note)."""
+    from transformers import AutoTokenizer
+
+    from lmtool.config.finetune import LoraConfig
+    from lmtool.errors import LmtoolError
+    from lmtool.finetune.lora import LoraFiles, apply_lora
+    from lmtool.model_dir import refuse_not_a_model
+
+    tokenizer = AutoTokenizer.from_pretrained(setup / "base")
+    for merge in (True, False):
+        final = tmp_path / f"merge-{merge}" / "final"
+        final.mkdir(parents=True)
+        LoraFiles(merge=merge).export(
+            apply_lora(head_model(setup), LoraConfig(**LORA, merge=merge)), tokenizer, None, final
+        )
+        if merge:
+            refuse_not_a_model(str(final))  # the merged model beside the adapter is a whole model
+        says = f"use its merged parent {final}/" if merge else "LoRA adapter (LORA_ADAPTER.txt)"
+        with pytest.raises(LmtoolError, match=re.escape(says)):
+            refuse_not_a_model(str(final / "adapter" if merge else final))
+
+
 # --------------------------------------------------------------------------- end to end
 
 

@@ -11,32 +11,15 @@ import torch
 from tests.conftest import assert_usage_error, run_cli
 from tests.eval_fixtures import WORDS, _wordpiece_tokenizer, run_inproc, save_masked_model
 from tests.finetune_fixtures import TINY_BERT as TINY
+from tests.finetune_fixtures import save_classifier
 
 TAGS = {"king": "B-PER", "queen": "I-PER", "castle": "B-LOC"}
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
-def _save_classifier(path, labels, problem=None, bias=None):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tokenizer = _wordpiece_tokenizer()
-    torch.manual_seed(0)
-    config = BertConfig(**TINY, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-                        problem_type=problem)  # fmt: skip
-    model = BertForSequenceClassification(config)
-    if bias is not None:  # logits = bias whatever the text
-        with torch.no_grad():
-            model.classifier.weight.zero_()
-            model.classifier.bias.copy_(torch.tensor(bias))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    return _save_classifier(tmp_path_factory.mktemp("cls"), ["neg", "pos"])
+    return save_classifier(tmp_path_factory.mktemp("cls"), ["neg", "pos"])
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +108,13 @@ def test_pairs_stdin_and_file(classifier_dir, tmp_path):
 
 
 def test_multi_label_and_regression(tmp_path):
-    multi = _save_classifier(
+    multi = save_classifier(
         tmp_path / "multi", ["a", "b", "c"], "multi_label_classification", [2.0, -2.0, 3.0]
     )
     (record,) = predict(multi, "the king")
     assert record["labels"] == ["a", "c"] and "label" not in record
     assert record["scores"]["b"] == pytest.approx(torch.tensor(-2.0).sigmoid().item(), abs=1e-6)
-    regression = _save_classifier(tmp_path / "reg", ["score"], "regression", [0.25])
+    regression = save_classifier(tmp_path / "reg", ["score"], "regression", [0.25])
     assert predict(regression, "the king", "queen") == [{"text": "the king", "score": 0.25},
                                                          {"text": "queen", "score": 0.25}]  # fmt: skip
 

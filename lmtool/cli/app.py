@@ -72,7 +72,7 @@ def _main(
 
     Results go to stdout, logs to stderr. Exit codes: 0 ok, 1 internal error,
     2 bad config or input, 3 checkpoint saved after a preemption signal (requeue), 130 interrupted,
-    143 preprocess stopped by SIGTERM.
+    141 stdout's reader went away (| head), 143 preprocess stopped by SIGTERM.
     """
     _state["debug"] = debug
     console.configure(quiet=quiet, log_format=log_format.value)

@@ -91,8 +91,15 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
         )
     ft = ft or FinetuneConfig(task=pred.task, max_length=pred.default_max_length())
     update: dict = {"problem": pred.problem, "labels": None}
-    if config.evaluate.max_length is not None:
-        update["max_length"] = config.evaluate.max_length
+    length, positions = config.evaluate.max_length, pred.positions()
+    if length is not None:
+        if positions is not None and length > positions:
+            raise ConfigError(
+                "evaluate.max_length",
+                f"is larger than the model's {positions} positions ({config.evaluate.model})",
+                value=length,
+            )
+        update["max_length"] = length
     return ft.model_copy(update=update)
 
 

@@ -27,6 +27,7 @@ from lmtool import console
 from lmtool.config import ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
+from lmtool.model_dir import WEIGHT_FILES, refuse_not_a_model
 from lmtool.models import ARCH_ALIASES, TASK_HEAD_SUFFIXES
 
 KEY = "model.init_from"
@@ -45,12 +46,6 @@ PROBLEM_TYPES = {
     "multi_label": "multi_label_classification",
     "regression": "regression",
 }
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 # `.layer.3.` (BERT), `.layers.3.` (Llama, ModernBERT), `.h.3.` (GPT-2), `.block.3.` (T5).
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 EMBEDDING_MARKS = ("embeddings", "wte", "wpe", "embed_tokens", "embed_positions")
@@ -145,6 +140,7 @@ def _checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedCon
         raise ConfigError(KEY, "directory not found (and not a hub model name)", value=init_from)
     require_hub(init_from, KEY)
     if os.path.isdir(init_from):
+        refuse_not_a_model(init_from, KEY)
         if not os.path.isfile(os.path.join(init_from, "config.json")):
             raise ConfigError(KEY, "is not a model directory (no config.json)", value=init_from)
         if not any(os.path.isfile(os.path.join(init_from, name)) for name in WEIGHT_FILES):

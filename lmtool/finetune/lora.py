@@ -19,6 +19,7 @@ from lmtool.config import ConfigError
 from lmtool.config.finetune import LoraConfig
 from lmtool.errors import LmtoolError
 from lmtool.finetune.heads import head_parameters
+from lmtool.model_dir import LORA_NOTE as NOTE
 from lmtool.models import ARCH_ALIASES
 from lmtool.train.model_files import ModelFiles
 from lmtool.train.vocab_trim import save_final_model
@@ -28,7 +29,6 @@ INSTALL = 'pip install "lmtool[lora]"'
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # Attention projections by name, for architectures peft has no default for (q/v as the LoRA paper).
 ATTENTION_NAMES = ("q_proj", "v_proj", "query", "value", "q", "v", "c_attn", "query_key_value", "qkv", "Wqkv")
-NOTE = "LORA_ADAPTER.txt"
 
 
 def require_peft() -> None:

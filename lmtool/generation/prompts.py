@@ -2,20 +2,20 @@
 
 A line whose first non-blank character is `{` is a JSON object with a `prompt` field and any of
 the per-prompt settings (e.g. `{"prompt": "Once", "temperature": 1.2, "stop": ["\\n"]}`); other
-lines are prompts as they are. Blank lines are skipped.
+lines are prompts as they are. Blank lines are skipped; lines end at "\\n" only (lmtool.input_lines).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from pydantic import ValidationError
 
 from lmtool.config import GenerateConfig
 from lmtool.errors import LmtoolError
+from lmtool.input_lines import read_lines
 
 SAMPLING_KEYS = (
     "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -38,19 +38,9 @@ def read_prompts(args: list[str], file: str | None, base: GenerateConfig, stdin:
         raise LmtoolError("give prompts as arguments or with --file, not both")
     if args:
         return [Prompt(i, text, base, f"argument {i + 1}") for i, text in enumerate(args)]
-    if file:
-        path = Path(file)
-        if not path.is_file():
-            raise LmtoolError(f"prompt file not found: {file}")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LmtoolError(f"cannot read prompt file {file}: {exc}") from None
-        name = file
-    else:
-        if stdin.isatty():
-            raise LmtoolError("no prompts: give PROMPT arguments, --file F, or pipe prompts on stdin")
-        lines, name = stdin.read().splitlines(), "stdin"
+    lines, name = read_lines(
+        file, stdin, "prompt", "no prompts: give PROMPT arguments, --file F, or pipe prompts on stdin"
+    )
     prompts = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

@@ -16,6 +16,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
 from lmtool.hub import require_hub
+from lmtool.model_dir import refuse_not_a_model
 from lmtool.models import (
     ARCH_ALIASES,
     _check_block_size,
@@ -96,6 +97,7 @@ def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
                 "model.init_from", "directory not found (and not a hub model name)", value=init_from
             )
         require_hub(init_from, "model.init_from")
+        refuse_not_a_model(os.path.expanduser(init_from), "model.init_from")
         try:
             loaded = AutoConfig.from_pretrained(init_from, trust_remote_code=config.model.trust_remote_code)
         except (OSError, ValueError) as exc:

@@ -40,11 +40,16 @@ def run_predict(
         raise LmtoolError(f"--device must be one of {', '.join(DEVICES)} (got {device!r})")
     if batch_size < 1:
         raise LmtoolError(f"--batch-size must be at least 1 (got {batch_size})")
+    if max_length is not None and max_length < 2:
+        raise LmtoolError(f"--max-length must be at least 2 (got {max_length})")
     items = read_inputs(args, file, stdin)
     pred = load_predictor(model, device)
+    positions = pred.positions()
+    if max_length is not None and positions is not None and max_length > positions:
+        raise LmtoolError(
+            f"--max-length must be at most the model's {positions} positions (got {max_length}; model {model})"
+        )
     length = max_length or pred.default_max_length()
-    if length < 2:
-        raise LmtoolError(f"--max-length must be at least 2 (got {length})")
     if pred.task == "qa":
         from lmtool.prediction.answers import answer, answer_stride
 

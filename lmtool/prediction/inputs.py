@@ -2,17 +2,17 @@
 
 A line that parses as a JSON object with a string `text` (and optionally `text_pair`) is taken as
 such; any other line is the text as it is, so plain text that happens to start with `{` still works.
-Blank lines are skipped.
+Blank lines are skipped; lines end at "\\n" only (lmtool.input_lines).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from lmtool.errors import LmtoolError
+from lmtool.input_lines import read_lines
 
 
 @dataclass
@@ -28,18 +28,9 @@ def read_inputs(args: list[str], file: str | None, stdin: TextIO) -> list[Item]:
         raise LmtoolError("give texts as arguments or with --file, not both")
     if args:
         return [Item(text, None, f"argument {i + 1}") for i, text in enumerate(args)]
-    if file:
-        path = Path(file)
-        if not path.is_file():
-            raise LmtoolError(f"input file not found: {file}")
-        try:
-            lines, name = path.read_text(encoding="utf-8").splitlines(), file
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LmtoolError(f"cannot read input file {file}: {exc}") from None
-    else:
-        if stdin.isatty():
-            raise LmtoolError("no input: give TEXT arguments, --file F, or pipe texts on stdin")
-        lines, name = stdin.read().splitlines(), "stdin"
+    lines, name = read_lines(
+        file, stdin, "input", "no input: give TEXT arguments, --file F, or pipe texts on stdin"
+    )
     items = [_parse(line, f"{name}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
     if not items:
         raise LmtoolError(f"{name}: no input (it is empty or has only blank lines)")

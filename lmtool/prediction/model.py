@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForQuestionAnswering,
@@ -23,7 +24,7 @@ from transformers import (
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
 from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError
-from lmtool.models import refuse_sharded_checkpoint
+from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.positions import PADDING_OFFSET_TYPES, max_positions
 from lmtool.train.precision import resolve_device
 
@@ -43,12 +44,17 @@ class Predictor:
     problem: str  # single_label | multi_label | regression (token_classification: single_label)
     labels: list[str]
 
-    def default_max_length(self) -> int:
-        """The tokenizer's limit, within the model's positions (RoBERTa-style tables less their offset)."""
+    def positions(self) -> int | None:
+        """The longest input the model takes (RoBERTa-style tables less their offset); None: unbounded."""
         config = self.model.config
         positions = max_positions(config)
         if positions is not None and config.model_type in PADDING_OFFSET_TYPES:
             positions -= (config.pad_token_id or 0) + 1
+        return positions
+
+    def default_max_length(self) -> int:
+        """The tokenizer's limit, within the model's positions."""
+        positions = self.positions()
         limit = self.tokenizer.model_max_length
         limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
         return min([v for v in (positions, limit) if v] or [512])
@@ -58,7 +64,7 @@ def load_predictor(path: str, device: str) -> Predictor:
     """The model at `path` in eval mode on `device`; exit 2 when it is no fine-tuned classifier."""
     if not os.path.isdir(path):
         raise LmtoolError(f"model directory not found: {path}")
-    refuse_sharded_checkpoint(path)
+    check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -87,8 +93,9 @@ def load_predictor(path: str, device: str) -> Predictor:
         raise LmtoolError(str(exc).replace("train.device", "--device", 1)) from None
     try:
         model = auto.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
+    check_vocab_fits(path, tokenizer, model)
     model.to(dev).eval()
     labels = [] if task == "qa" else [config.id2label[i] for i in sorted(config.id2label)]
     problem = {"multi_label_classification": "multi_label", "regression": "regression"}.get(
