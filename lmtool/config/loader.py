@@ -237,6 +237,20 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+def settable_keys(model: Any = Config, prefix: str = "") -> list[str]:
+    """Every dotted key `--set` can reach without a list index (`train.max_steps`, `run.output_dir`)."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        section = _section_type(field.annotation)
+        if getattr(field.annotation, "__origin__", None) is list:
+            continue
+        if section is not None and section is not model:
+            keys += settable_keys(section, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
