@@ -15,7 +15,8 @@ Per GPU, with P parameters, world size W (FSDP shards by W, DDP replicates):
   16-bit autocast or with dropout, else 0) and the dropout mask. Times L layers, plus s·b·h·(4 + e)
   for the final norm's input and the head's; with gradient checkpointing each layer's fp32 input
   (4·s·b·h) instead, plus one layer's activations while it is recomputed;
-  the logits: s·b·V·(e + 4) (the logits the model returns and the fp32 log-softmax the loss keeps).
+  the logits: s·b·V·(e + 4) (the logits the model returns and the fp32 log-softmax the loss keeps; V is
+  the vocabulary, or a fine-tune head's outputs).
 """
 
 from __future__ import annotations
@@ -91,5 +92,5 @@ def memory_per_gpu(
         gathered=2 * FP32 * block_params if fsdp and world > 1 else 0.0,
         weight_copies=act_bytes * shape.matmul_parameters if act_bytes < FP32 else 0.0,
         activations=activations,
-        logits=tokens * shape.vocab * (act_bytes + FP32),
+        logits=tokens * shape.outputs * (act_bytes + FP32),
     )
