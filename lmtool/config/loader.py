@@ -287,10 +287,11 @@ def _interpolate(data: dict, located: _Locator, root: dict | None = None) -> dic
     def lookup(ref: str, key: str, seen: tuple[str, ...]) -> str:
         if ref.startswith("env:"):
             name = ref[4:]
-            if name not in os.environ:
+            if not os.environ.get(name):  # an empty value would fail later, naming no variable
+                state = "empty" if name in os.environ else "not set"
                 raise ConfigError(
                     key,
-                    f"refers to environment variable {name}, which is not set",
+                    f"refers to environment variable {name}, which is {state}",
                     has_value=False,
                     location=located.where(tuple(key.split("."))),
                 )
