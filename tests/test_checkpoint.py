@@ -267,3 +267,17 @@ def test_keep_best_keeps_the_best_checkpoint_in_addition_to_keep_last(
     best = checkpoint.load_trainer_state(root / checkpoint.checkpoint_name(best_step))["progress"]
     if best_step != 20:  # step 20 was saved before its eval
         assert best["step"] == best_step and best["best_step"] == best_step and best["best_value"] == 2.0
+
+
+def test_saved_files_and_processed_dirs_get_the_users_umask(tmp_path, monkeypatch):
+    """safetensors wrote model.safetensors 0600 (and mkdtemp made processed data 0700) under umask 022."""
+    from lmtool import permissions
+    from lmtool.data.preprocess import _work_dir
+    from lmtool.train import atomic
+
+    monkeypatch.setattr(permissions, "UMASK", 0o022)
+    final = tmp_path / "final"
+    atomic.write_dir(tmp_path / ".tmp-final", final,
+                     lambda d: save_file({"w": torch.zeros(2)}, str(d / "model.safetensors")), "the model")  # fmt: skip
+    assert (final / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert _work_dir(tmp_path / "processed" / "x").stat().st_mode & 0o777 == 0o755

@@ -50,6 +50,7 @@ from lmtool.data.tokenizer import (
     train_type,
 )
 from lmtool.errors import ConfigError, LmtoolError
+from lmtool.permissions import apply_umask
 from lmtool.runlock import DirLock
 
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
@@ -215,7 +216,9 @@ def _bars() -> bool:
 def _work_dir(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+        work = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+        apply_umask(work)  # mkdtemp's 0700 would keep others from reading the processed data
+        return work
     except OSError as exc:
         raise ConfigError(
             "data.processed_dir", f"cannot write there: {exc.strerror or exc}", value=str(out)

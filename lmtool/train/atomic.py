@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lmtool.errors import LmtoolError
+from lmtool.permissions import apply_umask
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # Writers that do not raise OSError still say so: safetensors (Rust) "... (os error 28)".
@@ -80,6 +81,7 @@ def write_dir(tmp: Path, final: Path, write: Callable[[Path], None], what: str, 
     try:
         tmp.mkdir(parents=True, exist_ok=not fresh)
         write(tmp)
+        apply_umask(tmp)
         fsync_tree(tmp.iterdir())
         fsync(tmp)
     except Exception as exc:
