@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -17,7 +18,7 @@ from transformers import AutoTokenizer
 from lmtool.config import load_config
 from lmtool.data.preprocess import run_preprocess
 from lmtool.errors import LmtoolError
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import ROOT, assert_usage_error, run_cli
 
 EOT = "<|endoftext|>"
 DOCS = [
@@ -577,6 +578,10 @@ def test_stdlib_docs_corpus_is_real_and_deterministic():
     docs = list(iter_docstrings())
     size = sum(len(d.encode()) for d in docs)
     assert 1_000_000 < size < 4_000_000 and len(docs) > 3000
+    # the README states one size for the corpus, within 10% of this Python's (it said 2 MB and 1.6 MB)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stated = {float(mb) for mb in re.findall(r"~(\d+(?:\.\d+)?) MB of\s+English", readme)}
+    assert len(stated) == 1 and abs(stated.pop() * 1e6 / size - 1) < 0.1, stated
     assert "JSON (JavaScript Object Notation)" in next(d for d in iter_docstrings(stdlib_root() / "json"))
     assert not any("site-packages" in p.parts or "test" in p.parts for p in stdlib_files())
     assert list(iter_docstrings(stdlib_root() / "email")) == list(iter_docstrings(stdlib_root() / "email"))
