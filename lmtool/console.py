@@ -164,9 +164,14 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: float | None = None, extra: str = "") -> Iterator[_Bar]:
-    """A progress bar on an interactive stderr (rank 0, not quiet); silent otherwise."""
-    if not (_fancy() and is_rank_zero() and not settings.quiet):
+def progress(
+    description: str, total: float | None = None, extra: str = "", beside: TextIO | None = None
+) -> Iterator[_Bar]:
+    """A progress bar on an interactive stderr (rank 0, not quiet); silent otherwise, and when the results
+    go to the same terminal (`beside`: the stream they are written to), where a bar would be drawn between
+    them. The bar keeps to one line at any width: a short `extra` text, never a log line."""
+    shared = beside is not None and beside.isatty()
+    if shared or not (_fancy() and is_rank_zero() and not settings.quiet):
         yield _Bar(None, None)
         return
     columns = [
@@ -179,5 +184,5 @@ def progress(description: str, total: float | None = None, extra: str = "") -> I
     if extra:
         columns.append(TextColumn(extra))
     with Progress(*columns, console=stderr, transient=False) as bar:
-        task_id = bar.add_task(description, total=total, status="")
+        task_id = bar.add_task(description, total=total)
         yield _Bar(bar, task_id)

@@ -339,15 +339,20 @@ def _train_tokenizer(config: Config, scratch: Path, documents: int):
     limit, _ = model_positions(config)
     kind = train_type(tok_cfg.train, data.objective)
     console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {documents} documents")
-    texts = (text for batch in read_docs(scratch / "docs-train.arrow") for text in batch)
-    tokenizer = train_tokenizer(
-        tok_cfg.train,
-        data.objective,
-        texts,
-        length=documents,
-        model_max_length=limit or data.block_size,
-        show_progress=_bars(),
-    )
+    with console.progress("tokenizer", total=documents, extra="documents") as bar:
+
+        def texts() -> Iterator[str]:
+            for batch in read_docs(scratch / "docs-train.arrow"):
+                bar.advance(len(batch))
+                yield from batch
+
+        tokenizer = train_tokenizer(
+            tok_cfg.train,
+            data.objective,
+            texts(),
+            length=documents,
+            model_max_length=limit or data.block_size,
+        )
     return tokenizer, {"trained": kind, "vocab_size": len(tokenizer)}
 
 
