@@ -97,6 +97,15 @@ def test_tagger_reports_conlleval_entity_scores(always_person, tmp_path):
     assert result["per_type"]["LOC"]["recall"] == 0.0
 
 
+def test_a_short_max_length_picks_a_window_overlap_that_fits(always_person, tmp_path):
+    """`--max-length 16` exited 2 about finetune.stride, which the user never set (its default, 32)."""
+    data = tmp_path / "news.conll"
+    data.write_text("John\tB-PER\nran\tO\n\nParis\tB-LOC\n")
+    result = evaluate("--model", str(always_person), "--data", str(data), "--max-length", "16",
+                      "--output", str(tmp_path / "e.json"))  # fmt: skip
+    assert result["recall"] == 0.5
+
+
 def test_labels_the_model_does_not_know_and_mismatched_data_exit_2(always_pos, always_person, tmp_path):
     data = tmp_path / "r.csv"
     data.write_text(REVIEWS + "neutral,the sea\n")

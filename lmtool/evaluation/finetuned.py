@@ -93,6 +93,14 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
     update: dict = {"problem": pred.problem, "labels": None}
     if config.evaluate.max_length is not None:
         update["max_length"] = config.evaluate.max_length
+        body = config.evaluate.max_length - pred.tokenizer.num_special_tokens_to_add(pair=False)
+        default = FinetuneConfig.model_fields["stride"].default
+        if ft.task == "token_classification" and ft.stride == default and ft.stride >= body:
+            # the default overlap does not fit a window this short: half a window, as predict takes
+            update["stride"] = max(body // 2, 0)
+            console.info(
+                f"--max-length {config.evaluate.max_length}: windows overlap by {update['stride']} tokens"
+            )
     return ft.model_copy(update=update)
 
 
