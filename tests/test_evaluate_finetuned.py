@@ -143,8 +143,8 @@ def test_labeled_and_language_model_data_are_not_mixed_up(always_pos, tmp_path):
 
 
 def test_task_models_without_a_metric_here_are_refused_not_scored_as_language_models(tmp_path):
-    """A QA model (or any task head evaluate has no metric for) used to be loaded as a causal LM with a
-    random LM head and scored on text, exit 0; generate sampled from it likewise."""
+    """A QA model used to be loaded as a causal LM with a random LM head and scored on text, exit 0;
+    generate sampled from it likewise. evaluate now reads the data for questions (test_qa scores them)."""
     from transformers import BertConfig, BertForQuestionAnswering
 
     tokenizer = _wordpiece_tokenizer()
@@ -153,6 +153,6 @@ def test_task_models_without_a_metric_here_are_refused_not_scored_as_language_mo
     tokenizer.save_pretrained(tmp_path / "qa")
     (tmp_path / "text.txt").write_text("the king sings. " * 20)
     result = run_inproc("evaluate", "--model", str(tmp_path / "qa"), "--data", str(tmp_path / "text.txt"))
-    assert_usage_error(result, "evaluate.model", "BertForQuestionAnswering", "lmtool predict")
+    assert_usage_error(result, "text.txt", "no examples")  # read for questions (EM/F1), not as LM text
     result = run_inproc("generate", "--model", str(tmp_path / "qa"), "the king")
     assert_usage_error(result, "generate.model", "not a language model")
