@@ -371,6 +371,28 @@ def test_second_run_is_a_cache_hit_and_changes_are_detected(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+def test_a_renamed_run_links_to_the_same_data_instead_of_tokenizing_again(tmp_path, monkeypatch, capsys):
+    """processed_dir defaults to data/processed/${run.name}: a new run.name re-tokenized the same corpus."""
+    monkeypatch.chdir(tmp_path)
+    source = write_txt_paragraph(tmp_path)
+    first = run_preprocess(make_config(tmp_path, [source], processed_dir="data/processed/${run.name}"))
+    config = make_config(tmp_path, [source], processed_dir="data/processed/${run.name}")
+    renamed = config.model_copy(update={"run": config.run.model_copy(update={"name": "u"}),
+                                        "data": config.data.model_copy(update={"processed_dir": "data/processed/u"})})  # fmt: skip
+    capsys.readouterr()
+    out = run_preprocess(renamed)
+    assert out == Path("data/processed/u") and out.resolve() == first.resolve()
+    assert "links to it" in capsys.readouterr().err
+    assert run_preprocess(renamed) == out  # then up to date; another corpus is still refused as stale
+    (tmp_path / "c.txt").write_text("\n\n".join(DOCS[:3]) + "\n")
+    with pytest.raises(LmtoolError, match="--overwrite"):
+        run_preprocess(renamed)
+    stamp = (first / "manifest.json").stat().st_mtime_ns
+    run_preprocess(renamed, overwrite=True)  # replaces the link, never the first run's data
+    assert not out.is_symlink() and decoded_docs(out) == DOCS[:3]
+    assert (first / "manifest.json").stat().st_mtime_ns == stamp
+
+
 # --------------------------------------------------------------------------- bad input
 
 

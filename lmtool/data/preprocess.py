@@ -43,6 +43,7 @@ from lmtool.data.identity import tokenizer_identity
 from lmtool.data.interrupts import stop_raises
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.partial import disk_full, partial_prefix, remove_stale
+from lmtool.data.reuse import link_same_data, up_to_date
 from lmtool.data.tokenizer import (
     load_tokenizer,
     tokenizer_fingerprint,
@@ -78,12 +79,14 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
     ]
     key = content_key(config, train_sources + val_sources)
     out = Path(os.path.expanduser(data.processed_dir))
-    if _up_to_date(out, key):  # read-only: also works on a directory we may not write
+    if link_same_data(config, out, key):
+        return out
+    if up_to_date(out, key):  # read-only: also works on a directory we may not write
         console.info(f"{out} is up to date (same sources and settings); nothing to do")
         return out
     _check_block_size(config)
     with stop_raises(), DirLock(out, "data.processed_dir"):
-        if _up_to_date(out, key):  # another run may have finished it just before
+        if up_to_date(out, key):  # another run may have finished it just before
             console.info(f"{out} is up to date (same sources and settings); nothing to do")
             return out
         _check_replaceable(config, out, overwrite)
@@ -148,14 +151,6 @@ def content_key(config: Config, sources: list[src.Source]) -> str:
     if config.finetune is not None:
         payload |= labeled_build.key_parts(config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _up_to_date(out: Path, key: str) -> bool:
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("key") == key and all((out / split).is_dir() for split in SPLITS)
 
 
 def _check_block_size(config: Config) -> None:
