@@ -39,7 +39,9 @@ def run_on_every_rank(
     run_dir = Path(config.run.output_dir)
     config_yaml = dump_config(config)
     finished = None if overwrite or config.train.resume != "auto" else finished_step(run_dir, config_yaml)
-    if finished is not None:
+    processed = Path(os.path.expanduser(config.data.processed_dir))
+    stale = finished is not None and processed.exists() and is_stale(processed, config)  # refused below
+    if finished is not None and not stale:
         console.info(f"already finished at step {finished}: the model is in {run_dir / 'final'}; nothing to do "
                      "(raise train.max_steps or train.epochs to train on, or --overwrite to start again)")  # fmt: skip
         return run_dir / "final"
