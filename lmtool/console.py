@@ -40,9 +40,42 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 _log: TextIO | None = None  # this rank's log file, while a run directory is open
 
 
+class _Stderr:
+    """sys.stderr that outlives its reader (`lmtool pretrain c.yaml 2>&1 | head -3`): on a broken pipe, the
+    stream's file descriptor is pointed at /dev/null, so this and every other writer (rich, warnings,
+    tqdm, C libraries) carry on, training ends normally, and the run's log file keeps the whole record."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+        _to_log("warning", "stderr's reader went away: this log file carries on alone")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def configure(quiet: bool = False, log_format: str = "auto") -> None:
     settings.quiet = quiet
     settings.log_format = log_format
+    if not isinstance(sys.stderr, _Stderr):
+        sys.stderr = _Stderr(sys.stderr)
 
 
 def is_rank_zero() -> bool:
@@ -131,9 +164,14 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: float | None = None, extra: str = "") -> Iterator[_Bar]:
-    """A progress bar on an interactive stderr (rank 0, not quiet); silent otherwise."""
-    if not (_fancy() and is_rank_zero() and not settings.quiet):
+def progress(
+    description: str, total: float | None = None, extra: str = "", beside: TextIO | None = None
+) -> Iterator[_Bar]:
+    """A progress bar on an interactive stderr (rank 0, not quiet); silent otherwise, and when the results
+    go to the same terminal (`beside`: the stream they are written to), where a bar would be drawn between
+    them. The bar keeps to one line at any width: a short `extra` text, never a log line."""
+    shared = beside is not None and beside.isatty()
+    if shared or not (_fancy() and is_rank_zero() and not settings.quiet):
         yield _Bar(None, None)
         return
     columns = [
@@ -146,5 +184,5 @@ def progress(description: str, total: float | None = None, extra: str = "") -> I
     if extra:
         columns.append(TextColumn(extra))
     with Progress(*columns, console=stderr, transient=False) as bar:
-        task_id = bar.add_task(description, total=total, status="")
+        task_id = bar.add_task(description, total=total)
         yield _Bar(bar, task_id)

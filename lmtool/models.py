@@ -270,7 +270,7 @@ def load_model(
         if task_heads:
             raise LmtoolError(
                 f"{key}: {path} is a {task_heads[0]}, a fine-tuned task model, not a language model: "
-                "use `lmtool predict` with it (`lmtool evaluate` scores classification and NER models)"
+                "use `lmtool predict` with it (or `lmtool evaluate` for its task's metrics)"
             )
         for_masked_lm = any(name.endswith("ForMaskedLM") for name in (config.architectures or []))
     model = _from_pretrained(path, for_masked_lm, trust_remote_code, key=None)

@@ -285,3 +285,39 @@ def test_keep_best_keeps_the_best_checkpoint_in_addition_to_keep_last(
     best = checkpoint.load_trainer_state(root / checkpoint.checkpoint_name(best_step))["progress"]
     if best_step != 20:  # step 20 was saved before its eval
         assert best["step"] == best_step and best["best_step"] == best_step and best["best_value"] == 2.0
+
+
+def test_saved_files_and_processed_dirs_get_the_users_umask(tmp_path, monkeypatch):
+    """safetensors wrote model.safetensors 0600 (and mkdtemp made processed data 0700) under umask 022."""
+    from lmtool import permissions
+    from lmtool.data.preprocess import _work_dir
+    from lmtool.train import atomic
+
+    monkeypatch.setattr(permissions, "UMASK", 0o022)
+    final = tmp_path / "final"
+    atomic.write_dir(tmp_path / ".tmp-final", final,
+                     lambda d: save_file({"w": torch.zeros(2)}, str(d / "model.safetensors")), "the model")  # fmt: skip
+    assert (final / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert _work_dir(tmp_path / "processed" / "x").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_finished_run_rerun_says_so_and_changes_nothing(tmp_path, data, capsys):
+    """A rerun printed "training ... N steps", redid the final eval and rewrote final/ (losing eval.json)."""
+    config = load_config(tiny_config(tmp_path, data, max_steps=6))
+    run = tmp_path / "run"
+    assert run_pretrain(config) == run / "final"
+    (run / "final" / "eval.json").write_text("{}")
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    capsys.readouterr()
+    assert run_pretrain(config) == run / "final"
+    err = capsys.readouterr().err
+    assert "already finished at step 6" in err and "training" not in err, err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    # a config that asks for more steps trains on
+    assert run_pretrain(load_config(tiny_config(tmp_path, data, max_steps=8))) == run / "final"
+    assert max(read_metrics(run)) == 8
+
+
+def test_evaluate_without_a_config_or_a_model_says_what_to_give():
+    """It used to name a directory nobody made: `model directory not found: runs/run/final`."""
+    assert_usage_error(run_cli("evaluate"), "--model", "CONFIG")

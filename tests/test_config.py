@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -155,6 +158,12 @@ def test_schema_is_json_with_descriptions():
 
     schema = json.loads(result.stdout)
     assert schema["$defs"]["TrainConfig"]["properties"]["lr"]["description"]
+    # the help's jq example runs (`.$defs...` was a jq syntax error)
+    example = re.search(r"jq '([^']+)'", run_cli("config", "schema", "--help").stdout).group(1)
+    if shutil.which("jq"):
+        ran = subprocess.run(["jq", example], input=result.stdout, capture_output=True, text=True)
+        assert ran.returncode == 0 and json.loads(ran.stdout)["description"], ran.stderr
+    assert example == '.["$defs"].TrainConfig.properties.lr'
 
 
 def test_help_and_version():

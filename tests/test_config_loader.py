@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtool.config import load_config
+from lmtool.config import ConfigError, load_config
 from tests.conftest import assert_usage_error, run_cli
 
 
@@ -78,3 +78,11 @@ def test_source_file_is_not_a_config_key(tmp_path):
         run_cli("config", "validate", str(write(tmp_path, "source_file: x.yaml\n"))), "source_file"
     )
     assert "source_file" not in run_cli("config", "schema").stdout
+
+
+def test_an_empty_environment_variable_is_named(monkeypatch):
+    """`export MINILM=$(python -c ...)` with no python on PATH sets MINILM empty: the error used to be
+    `model.init_from: directory not found (got '')`, naming no variable."""
+    monkeypatch.setenv("MINILM", "")
+    with pytest.raises(ConfigError, match="model.init_from.*environment variable MINILM, which is empty"):
+        load_config(Path(__file__).parents[1] / "configs" / "finetune-sentiment.yaml")

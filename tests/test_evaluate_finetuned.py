@@ -97,6 +97,15 @@ def test_tagger_reports_conlleval_entity_scores(always_person, tmp_path):
     assert result["per_type"]["LOC"]["recall"] == 0.0
 
 
+def test_a_short_max_length_picks_a_window_overlap_that_fits(always_person, tmp_path):
+    """`--max-length 16` exited 2 about finetune.stride, which the user never set (its default, 32)."""
+    data = tmp_path / "news.conll"
+    data.write_text("John\tB-PER\nran\tO\n\nParis\tB-LOC\n")
+    result = evaluate("--model", str(always_person), "--data", str(data), "--max-length", "16",
+                      "--output", str(tmp_path / "e.json"))  # fmt: skip
+    assert result["recall"] == 0.5
+
+
 def test_labels_the_model_does_not_know_and_mismatched_data_exit_2(always_pos, always_person, tmp_path):
     data = tmp_path / "r.csv"
     data.write_text(REVIEWS + "neutral,the sea\n")
@@ -134,8 +143,8 @@ def test_labeled_and_language_model_data_are_not_mixed_up(always_pos, tmp_path):
 
 
 def test_task_models_without_a_metric_here_are_refused_not_scored_as_language_models(tmp_path):
-    """A QA model (or any task head evaluate has no metric for) used to be loaded as a causal LM with a
-    random LM head and scored on text, exit 0; generate sampled from it likewise."""
+    """A QA model used to be loaded as a causal LM with a random LM head and scored on text, exit 0;
+    generate sampled from it likewise. evaluate now reads the data for questions (test_qa scores them)."""
     from transformers import BertConfig, BertForQuestionAnswering
 
     tokenizer = _wordpiece_tokenizer()
@@ -144,6 +153,6 @@ def test_task_models_without_a_metric_here_are_refused_not_scored_as_language_mo
     tokenizer.save_pretrained(tmp_path / "qa")
     (tmp_path / "text.txt").write_text("the king sings. " * 20)
     result = run_inproc("evaluate", "--model", str(tmp_path / "qa"), "--data", str(tmp_path / "text.txt"))
-    assert_usage_error(result, "evaluate.model", "BertForQuestionAnswering", "lmtool predict")
+    assert_usage_error(result, "text.txt", "no examples")  # read for questions (EM/F1), not as LM text
     result = run_inproc("generate", "--model", str(tmp_path / "qa"), "the king")
     assert_usage_error(result, "generate.model", "not a language model")

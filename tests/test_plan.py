@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, GPT2Config
 
 from lmtool.config import load_config
@@ -282,3 +283,31 @@ def test_a_local_tokenizer_sets_the_vocabulary(shared_data, tmp_path):
     assert shape.vocab == 50304 and shape.vocab_source.endswith("gpt2-tokenizer")
     result = run_cli("plan", str(GPT2), "--set", f"tokenizer.path={tmp_path}")
     assert_usage_error(result, "not a usable tokenizer directory")
+
+
+def test_a_rounded_global_batch_is_stated_and_warned():
+    """`--gpus 16` turned 491,520 tokens per step into 393,216 without a word."""
+    result = estimate(load_config(GPT2), gpu="h100", gpus_per_node=16, nodes=1, mfu=0.4)
+    assert result["batch"]["tokens_per_step"] == 393_216
+    assert result["batch"]["configured_tokens_per_step"] == 491_520
+    assert any("491,520" in w and "393,216" in w and "-20.0%" in w for w in result["warnings"]), result
+
+
+@pytest.mark.parametrize(
+    ("config", "head"),
+    [
+        ("finetune-sentiment.yaml", "BertForSequenceClassification"),
+        ("finetune-qa.yaml", "BertForQuestionAnswering"),
+    ],
+)
+def test_finetune_configs_are_planned(tmp_path, monkeypatch, config, head):
+    """A finetune section was refused ("not planned yet", exit 2)."""
+    shape = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                       vocab_size=100, num_labels=2)  # fmt: skip
+    shape.save_pretrained(tmp_path)
+    monkeypatch.setenv("MINILM", str(tmp_path))
+    cfg = load_config(ROOT / "configs" / config)
+    result = estimate(cfg, gpu="h100", gpus_per_node=2, nodes=1, mfu=0.4)
+    assert result["model"]["class"] == head
+    assert result["model"]["parameters"] == getattr(transformers, head)(shape).num_parameters()
+    assert result["batch"]["sequence_length"] == cfg.finetune.max_length

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -17,7 +18,7 @@ from transformers import AutoTokenizer
 from lmtool.config import load_config
 from lmtool.data.preprocess import run_preprocess
 from lmtool.errors import LmtoolError
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import ROOT, assert_usage_error, run_cli
 
 EOT = "<|endoftext|>"
 DOCS = [
@@ -370,6 +371,28 @@ def test_second_run_is_a_cache_hit_and_changes_are_detected(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+def test_a_renamed_run_links_to_the_same_data_instead_of_tokenizing_again(tmp_path, monkeypatch, capsys):
+    """processed_dir defaults to data/processed/${run.name}: a new run.name re-tokenized the same corpus."""
+    monkeypatch.chdir(tmp_path)
+    source = write_txt_paragraph(tmp_path)
+    first = run_preprocess(make_config(tmp_path, [source], processed_dir="data/processed/${run.name}"))
+    config = make_config(tmp_path, [source], processed_dir="data/processed/${run.name}")
+    renamed = config.model_copy(update={"run": config.run.model_copy(update={"name": "u"}),
+                                        "data": config.data.model_copy(update={"processed_dir": "data/processed/u"})})  # fmt: skip
+    capsys.readouterr()
+    out = run_preprocess(renamed)
+    assert out == Path("data/processed/u") and out.resolve() == first.resolve()
+    assert "links to it" in capsys.readouterr().err
+    assert run_preprocess(renamed) == out  # then up to date; another corpus is still refused as stale
+    (tmp_path / "c.txt").write_text("\n\n".join(DOCS[:3]) + "\n")
+    with pytest.raises(LmtoolError, match="--overwrite"):
+        run_preprocess(renamed)
+    stamp = (first / "manifest.json").stat().st_mtime_ns
+    run_preprocess(renamed, overwrite=True)  # replaces the link, never the first run's data
+    assert not out.is_symlink() and decoded_docs(out) == DOCS[:3]
+    assert (first / "manifest.json").stat().st_mtime_ns == stamp
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -577,6 +600,10 @@ def test_stdlib_docs_corpus_is_real_and_deterministic():
     docs = list(iter_docstrings())
     size = sum(len(d.encode()) for d in docs)
     assert 1_000_000 < size < 4_000_000 and len(docs) > 3000
+    # the README states one size for the corpus, within 10% of this Python's (it said 2 MB and 1.6 MB)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stated = {float(mb) for mb in re.findall(r"~(\d+(?:\.\d+)?) MB of\s+English", readme)}
+    assert len(stated) == 1 and abs(stated.pop() * 1e6 / size - 1) < 0.1, stated
     assert "JSON (JavaScript Object Notation)" in next(d for d in iter_docstrings(stdlib_root() / "json"))
     assert not any("site-packages" in p.parts or "test" in p.parts for p in stdlib_files())
     assert list(iter_docstrings(stdlib_root() / "email")) == list(iter_docstrings(stdlib_root() / "email"))

@@ -293,3 +293,36 @@ def test_a_question_that_leaves_no_room_beyond_doc_stride_exits_2_instead_of_a_t
     (tmp_path / "config.yaml").write_text(json.dumps(config))
     result = run_inproc("preprocess", str(tmp_path / "config.yaml"))
     assert_usage_error(result, "train.json: data[0].paragraphs[0].qas[0]", "finetune.qa.doc_stride (16)")
+
+
+def test_evaluate_gives_exact_match_and_f1_as_predict_answers(tmp_path, bert_dir):
+    """`lmtool evaluate` refused QA models: EM/F1 existed only in training logs."""
+    from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering
+
+    from lmtool.evaluation.squad_metrics import squad_v1
+
+    config = AutoConfig.from_pretrained(bert_dir)
+    config.lmtool_qa = {"doc_stride": STRIDE}  # as finetune saves it
+    torch.manual_seed(1)
+    model_dir = tmp_path / "qa-model"
+    BertForQuestionAnswering(config).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(bert_dir).save_pretrained(model_dir)
+    rng = random.Random(3)
+    questions = [tiny_squad.make_question(rng, i) for i in range(12)]
+    data = _squad(tmp_path / "dev.json", questions)
+    result = run_inproc(
+        "evaluate", "--model", str(model_dir), "--data", str(data), "--max-length", str(MAX_LENGTH)
+    )
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["task"] == "qa" and scores["data"] == str(data)
+
+    pairs = [(q["question"], q["context"], [a["text"] for a in q["answers"]]) for q in questions]
+    lines = "\n".join(json.dumps({"question": q, "context": c}) for q, c, _ in pairs)
+    predicted = run_inproc("predict", "--model", str(model_dir), "--max-length", str(MAX_LENGTH), input=lines)
+    answers = [json.loads(line)["answer"] for line in predicted.stdout.splitlines()]
+    expected = squad_v1(answers, [golds for _, _, golds in pairs])
+    assert (scores["exact_match"], scores["f1"]) == (expected["exact_match"], expected["f1"]), (
+        scores,
+        expected,
+    )

@@ -78,7 +78,6 @@ def test_gpt2_and_trained_bpes_give_the_same_ids_through_tiktoken(shared_data):
         iter(texts[:2]),
         length=2,
         model_max_length=128,
-        show_progress=False,
     )
     gpt2 = AutoTokenizer.from_pretrained(shared_data / "gpt2-tokenizer")
     llama3 = PreTrainedTokenizerFast(tokenizer_object=llama3_style_bpe(texts[:2]), eos_token=EOT)
@@ -126,7 +125,6 @@ def test_tokenizers_tiktoken_cannot_express_are_not_converted():
         iter(["some text to learn from"] * 10),
         length=10,
         model_max_length=64,
-        show_progress=False,
     )
     assert tiktoken_encoding(wordpiece.backend_tokenizer) is None
     prefixed = byte_level_bpe([("a", "b")], [256])
@@ -157,7 +155,6 @@ def test_merges_tiktoken_would_not_follow_are_refused_whatever_the_sample(shared
         iter([plays(shared_data, 1)[0].read_text(encoding="utf-8")]),
         length=1,
         model_max_length=64,
-        show_progress=False,
     )
     spec = json.loads(trained.backend_tokenizer.to_str())
     vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer import completion
 
 from lmtool import __version__, console
 
@@ -18,10 +20,12 @@ _click = sys.modules[typer.BadParameter.__module__]
 app = typer.Typer(
     name="lmtool",
     no_args_is_help=True,
+    add_completion=False,  # typer's --install-completion ignores a shell name after it: ours below takes one
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+completion.completion_init()  # what add_completion would register: the shells' completion classes
 config_app = typer.Typer(help="Show, validate and describe configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -50,6 +54,24 @@ OverwriteOpt = Annotated[
 ]
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion(
+    action: Callable[..., None],
+) -> Callable[[typer.Context, typer.CallbackParam, str | None], None]:
+    """An eager option callback running typer's install/show for the named shell (auto: the detected one)."""
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, shell: str | None) -> None:
+        if shell is None or ctx.resilient_parsing:
+            return
+        if shell != "auto" and shell not in SHELLS:
+            raise typer.BadParameter(f"must be auto or one of {', '.join(SHELLS)} (got {shell!r})")
+        action(ctx, param, True if shell == "auto" else shell)  # True: typer detects the shell
+
+    return callback
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"lmtool {__version__}")
@@ -67,6 +89,28 @@ def _main(
         LogFormat,
         typer.Option("--log-format", help="stderr log style: auto (rich on a TTY), plain, or json lines."),
     ] = LogFormat.auto,
+    install_completion: Annotated[
+        str | None,
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            callback=_completion(completion.install_callback),
+            is_eager=True,
+            expose_value=False,
+            help=f"Install tab completion for SHELL ({', '.join(SHELLS)}; auto: the shell this runs under).",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        str | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            callback=_completion(completion.show_callback),
+            is_eager=True,
+            expose_value=False,
+            help="Print the completion script for SHELL (or auto), to install it by hand.",
+        ),
+    ] = None,
 ) -> None:
     """Pretrain, fine-tune, evaluate and sample Hugging Face language models.
 

@@ -39,7 +39,7 @@ def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
 def config_schema() -> None:
     """Print the config's JSON schema (every key with its type, default and description).
 
-    Example: lmtool config schema | jq '.$defs.TrainConfig.properties.lr'
+    Example: lmtool config schema | jq '.["$defs"].TrainConfig.properties.lr'
     """
     from lmtool.config import json_schema
 

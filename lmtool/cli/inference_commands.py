@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from lmtool.cli.app import SetOpt, app
+from lmtool.errors import LmtoolError
 
 # --------------------------------------------------------------------------- evaluate / generate
 
@@ -85,6 +86,10 @@ def evaluate(
     from lmtool.config import load_config
     from lmtool.evaluation import run_evaluate
 
+    if config is None and model is None and not any(s.startswith("evaluate.model=") for s in set_ or []):
+        raise LmtoolError(
+            "nothing to evaluate: give --model DIR (a model directory) or a CONFIG (its run's final/)"
+        )
     flags = _flag_overrides("evaluate", model=model, data=data, split=split, max_length=max_length, stride=stride,
                             max_samples=max_samples, batch_size=batch_size, output=output)  # fmt: skip
     result = run_evaluate(load_config(config, [*(set_ or []), *flags]))

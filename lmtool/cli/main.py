@@ -12,6 +12,7 @@ import typer
 
 from lmtool import console
 from lmtool.cli.app import _click, _state, app
+from lmtool.cli.hints import unknown_option_message
 from lmtool.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
@@ -74,7 +75,10 @@ def _show_usage_error(exc: Exception) -> None:
     if ctx is not None:
         help_option = ctx.help_option_names[0]
         sys.stderr.write(f"{ctx.get_usage()}\nTry '{ctx.command_path} {help_option}' for help.\n\n")
-    console.error(exc.format_message())
+    hint = None
+    if isinstance(exc, _click.NoSuchOption) and ctx is not None:
+        hint = unknown_option_message(exc.option_name, ctx, sys.argv[1:])
+    console.error(hint or exc.format_message())
 
 
 def _stdout_failed(exc: StdoutError, stdout: TextIO) -> int:

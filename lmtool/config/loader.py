@@ -237,6 +237,20 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+def settable_keys(model: Any = Config, prefix: str = "") -> list[str]:
+    """Every dotted key `--set` can reach without a list index (`train.max_steps`, `run.output_dir`)."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        section = _section_type(field.annotation)
+        if getattr(field.annotation, "__origin__", None) is list:
+            continue
+        if section is not None and section is not model:
+            keys += settable_keys(section, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -273,10 +287,11 @@ def _interpolate(data: dict, located: _Locator, root: dict | None = None) -> dic
     def lookup(ref: str, key: str, seen: tuple[str, ...]) -> str:
         if ref.startswith("env:"):
             name = ref[4:]
-            if name not in os.environ:
+            if not os.environ.get(name):  # an empty value would fail later, naming no variable
+                state = "empty" if name in os.environ else "not set"
                 raise ConfigError(
                     key,
-                    f"refers to environment variable {name}, which is not set",
+                    f"refers to environment variable {name}, which is {state}",
                     has_value=False,
                     location=located.where(tuple(key.split("."))),
                 )

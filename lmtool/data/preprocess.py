@@ -43,6 +43,7 @@ from lmtool.data.identity import tokenizer_identity
 from lmtool.data.interrupts import stop_raises
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.partial import partial_prefix, remove_stale
+from lmtool.data.reuse import link_same_data, up_to_date
 from lmtool.data.tokenizer import (
     load_tokenizer,
     tokenizer_fingerprint,
@@ -51,6 +52,7 @@ from lmtool.data.tokenizer import (
 )
 from lmtool.diskfull import disk_full_error
 from lmtool.errors import ConfigError, LmtoolError
+from lmtool.permissions import apply_umask
 from lmtool.runlock import DirLock
 
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
@@ -78,12 +80,14 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
     ]
     key = content_key(config, train_sources + val_sources)
     out = Path(os.path.expanduser(data.processed_dir))
-    if _up_to_date(out, key):  # read-only: also works on a directory we may not write
+    if link_same_data(config, out, key):
+        return out
+    if up_to_date(out, key):  # read-only: also works on a directory we may not write
         console.info(f"{out} is up to date (same sources and settings); nothing to do")
         return out
     _check_block_size(config)
     with stop_raises(), DirLock(out, "data.processed_dir"):
-        if _up_to_date(out, key):  # another run may have finished it just before
+        if up_to_date(out, key):  # another run may have finished it just before
             console.info(f"{out} is up to date (same sources and settings); nothing to do")
             return out
         _check_replaceable(config, out, overwrite)
@@ -150,14 +154,6 @@ def content_key(config: Config, sources: list[src.Source]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _up_to_date(out: Path, key: str) -> bool:
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("key") == key and all((out / split).is_dir() for split in SPLITS)
-
-
 def _check_block_size(config: Config) -> None:
     limit, where = model_positions(config)
     key, length = "data.block_size", config.data.block_size
@@ -216,7 +212,9 @@ def _bars() -> bool:
 def _work_dir(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+        work = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+        apply_umask(work)  # mkdtemp's 0700 would keep others from reading the processed data
+        return work
     except OSError as exc:
         raise ConfigError(
             "data.processed_dir", f"cannot write there: {exc.strerror or exc}", value=str(out)
@@ -337,15 +335,20 @@ def _train_tokenizer(config: Config, scratch: Path, documents: int):
     limit, _ = model_positions(config)
     kind = train_type(tok_cfg.train, data.objective)
     console.info(f"training a {kind} tokenizer (vocab {tok_cfg.train.vocab_size}) on {documents} documents")
-    texts = (text for batch in read_docs(scratch / "docs-train.arrow") for text in batch)
-    tokenizer = train_tokenizer(
-        tok_cfg.train,
-        data.objective,
-        texts,
-        length=documents,
-        model_max_length=limit or data.block_size,
-        show_progress=_bars(),
-    )
+    with console.progress("tokenizer", total=documents, extra="documents") as bar:
+
+        def texts() -> Iterator[str]:
+            for batch in read_docs(scratch / "docs-train.arrow"):
+                bar.advance(len(batch))
+                yield from batch
+
+        tokenizer = train_tokenizer(
+            tok_cfg.train,
+            data.objective,
+            texts(),
+            length=documents,
+            model_max_length=limit or data.block_size,
+        )
     return tokenizer, {"trained": kind, "vocab_size": len(tokenizer)}
 
 

@@ -60,9 +60,9 @@ def train_tokenizer(
     *,
     length: int,
     model_max_length: int,
-    show_progress: bool,
 ):
-    """Train on `texts` (the cleaned training split) and wrap the result as a PreTrainedTokenizerFast."""
+    """Train on `texts` (the cleaned training split) and wrap the result as a PreTrainedTokenizerFast.
+    The library's own progress bars stay off: preprocess shows one of its own, in lmtool's style."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -80,7 +80,7 @@ def train_tokenizer(
             min_frequency=train.min_frequency,
             special_tokens=added,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=show_progress,
+            show_progress=False,
         )
     else:
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -91,7 +91,7 @@ def train_tokenizer(
             vocab_size=train.vocab_size,
             min_frequency=train.min_frequency,
             special_tokens=names,
-            show_progress=show_progress,
+            show_progress=False,
         )
     tok.train_from_iterator(texts, trainer, length=length)
     if objective == "mlm":

@@ -1,4 +1,5 @@
-"""`lmtool evaluate` on a fine-tuned classifier or tagger: the task's own metrics, as validation gives them.
+"""`lmtool evaluate` on a fine-tuned classifier or tagger (QA models: evaluation/qa_eval.py): the task's own
+metrics, as validation gives them.
 
 The task, labels and problem come from the model's config.json (as for `lmtool predict`); the data is a
 processed fine-tuning split (its label ids are re-mapped from the manifest's label list to the model's)
@@ -27,40 +28,29 @@ def finetuned_task(model: str) -> str | None:
         saved = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or not saved.get("id2label"):
+    if not isinstance(saved, dict):
         return None
     for arch in saved.get("architectures") or []:
         for suffix, (task, _) in TASKS.items():
-            if isinstance(arch, str) and arch.endswith(suffix):
+            if isinstance(arch, str) and arch.endswith(suffix) and (task == "qa" or saved.get("id2label")):
                 return task
     return None
 
 
 def evaluate_finetuned(config: Config) -> dict:
     """The task's metrics for `evaluate.model` on `evaluate.data` (default: data.processed_dir)."""
-    from lmtool.tasks import make_finetune_task
     from lmtool.train.precision import resolve_precision
 
     cfg = config.evaluate
     pred = load_predictor(str(Path(cfg.model).expanduser()), cfg.device)
-    ft = _finetune_settings(config, pred)
-    name = cfg.data or config.data.processed_dir
-    path = Path(name).expanduser()
-    if (path / "manifest.json").is_file():
-        dataset, label = _processed(path, cfg, pred)
-    elif path.exists():
-        dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
+    if pred.task == "qa":
+        from lmtool.evaluation.qa_eval import qa_data
+
+        dataset, label, task = qa_data(config, pred)
     else:
-        hint = (
-            "" if cfg.data else " (the default, data.processed_dir): run `lmtool preprocess` or pass --data"
-        )
-        raise ConfigError(KEY, f"not found{hint}", value=name)
+        dataset, label, task = _labeled_data(config, pred)
     if len(dataset) == 0:
         raise LmtoolError(f"{label}: no examples to evaluate")
-    manifest = {"labels": pred.labels, "problem": pred.problem}
-    task = make_finetune_task(
-        manifest, pred.tokenizer, ft.model_copy(update={"class_weights": None}), pred.device
-    )
     try:
         precision = resolve_precision(cfg.precision, pred.device)
     except ConfigError as exc:
@@ -77,6 +67,30 @@ def evaluate_finetuned(config: Config) -> dict:
     if pred.task == "classification":
         result["problem"] = pred.problem
     return {**result, **evaluator.compute(), "samples": len(rows)}
+
+
+def _labeled_data(config: Config, pred: Predictor):
+    """(rows, label of the data, the task) for a classifier or a tagger."""
+    from lmtool.tasks import make_finetune_task
+
+    cfg = config.evaluate
+    ft = _finetune_settings(config, pred)
+    name = cfg.data or config.data.processed_dir
+    path = Path(name).expanduser()
+    if (path / "manifest.json").is_file():
+        dataset, label = _processed(path, cfg, pred)
+    elif path.exists():
+        dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
+    else:
+        hint = (
+            "" if cfg.data else " (the default, data.processed_dir): run `lmtool preprocess` or pass --data"
+        )
+        raise ConfigError(KEY, f"not found{hint}", value=name)
+    manifest = {"labels": pred.labels, "problem": pred.problem}
+    task = make_finetune_task(
+        manifest, pred.tokenizer, ft.model_copy(update={"class_weights": None}), pred.device
+    )
+    return dataset, label, task
 
 
 def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
@@ -100,6 +114,12 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
                 value=length,
             )
         update["max_length"] = length
+        body = length - pred.tokenizer.num_special_tokens_to_add(pair=False)
+        default = FinetuneConfig.model_fields["stride"].default
+        if ft.task == "token_classification" and ft.stride == default and ft.stride >= body:
+            # the default overlap does not fit a window this short: half a window, as predict takes
+            update["stride"] = max(body // 2, 0)
+            console.info(f"--max-length {length}: windows overlap by {update['stride']} tokens")
     return ft.model_copy(update=update)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lmtool.text_spans import grapheme_end
+
 NO_OFFSET = (-1, -1)  # offset of a token outside the context (question, special tokens, padding)
 
 
@@ -68,6 +70,7 @@ def best_answer(
     best_score, start, end = ranked[0]
     if version_2 and null_score - best_score > null_threshold:
         return Answer("", -1, -1, math.exp(null_score - top) / total)
+    end = grapheme_end(context, end)  # offsets may end before a combining mark the tokenizer dropped
     return Answer(context[start:end], start, end, math.exp(best_score - top) / total)
 
 

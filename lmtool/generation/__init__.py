@@ -93,7 +93,7 @@ def _continue(loaded: Loaded, prompts: list[Prompt], batch_size: int, out: TextI
             f"{type(loaded.model).__name__} cannot hide left padding: generating one prompt at a time"
         )
         batch_size = 1
-    with console.progress("generating", total=len(prompts)) as bar:
+    with console.progress("generating", total=len(prompts), beside=out) as bar:
         for batch, settings in _batches(prompts, 1 if stream else batch_size):
             # Seeded before every batch, so a prompt's output depends only on its seed and its batch's
             # rows (they draw from one stream), not on what earlier batches consumed.
@@ -109,6 +109,7 @@ def _continue(loaded: Loaded, prompts: list[Prompt], batch_size: int, out: TextI
                     sample = gen.run(batch, single, streamer=streamer)[0]
                     sample.sample = index
                     out.write("\n")
+                    out.flush()  # the sample's line ends before stderr's note about it
                     written += 1
                     console.info(f"[{sample.finish_reason}, {sample.tokens} tokens]")
             else:
@@ -130,7 +131,7 @@ def _fill_masks(loaded: Loaded, prompts: list[Prompt], batch_size: int, out: Tex
     from lmtool.generation.fill_mask import check_masks, fill_mask
 
     check_masks(loaded.tokenizer, prompts)
-    with console.progress("filling masks", total=len(prompts)) as bar:
+    with console.progress("filling masks", total=len(prompts), beside=out) as bar:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
             for record in fill_mask(loaded, batch):

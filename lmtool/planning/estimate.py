@@ -13,7 +13,7 @@ from lmtool.config import Config
 from lmtool.config import checks as config_checks
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.planning.memory import memory_per_gpu
-from lmtool.planning.model import ModelShape, model_shape
+from lmtool.planning.model import ModelShape, model_shape, sequence_length
 from lmtool.train.metrics import GPU_MEMORY_GB, GPU_PEAK_BF16
 from lmtool.train.plan import compiles, total_steps
 
@@ -66,7 +66,7 @@ def estimate(
         raise LmtoolError(f"--mfu must be in (0, 1] (got {mfu})")
     device = GPUS[gpu]
     world = gpus_per_node * nodes
-    train, seq = config.train, config.data.block_size
+    train, seq = config.train, sequence_length(config)
     shape = model_shape(config)
     warnings: list[str] = []
     batch = _batch(config, world, warnings)
@@ -101,8 +101,14 @@ def estimate(
         )
     tokens_micro = train.batch_size * seq
     if tokens_micro < MIN_TOKENS_PER_MICRO_STEP:
-        warnings.append(f"micro-batch of {tokens_micro} tokens per GPU (train.batch_size x data.block_size) is "
+        length_key = "finetune.max_length" if config.finetune is not None else "data.block_size"
+        warnings.append(f"micro-batch of {tokens_micro} tokens per GPU (train.batch_size x {length_key}) is "
                         f"under {MIN_TOKENS_PER_MICRO_STEP}: too small to keep a GPU busy")  # fmt: skip
+    if config.finetune is not None and (
+        config.finetune.lora is not None or config.finetune.freeze is not None
+    ):
+        warnings.append("finetune.lora / finetune.freeze train part of the model: gradients and optimizer "
+                        "state are counted for all of it (an upper bound)")  # fmt: skip
     throughput = _throughput(shape, batch, steps, precision, device, world, mfu, warnings)
     _checkpoint_warning(config, throughput, time_limit, warnings)
     return {
@@ -138,20 +144,32 @@ def estimate(
 
 
 def _batch(config: Config, world: int, warnings: list[str]) -> dict:
-    """Batch geometry as training would fix it; a global batch it would refuse is a warning here."""
-    train, seq = config.train, config.data.block_size
+    """Batch geometry as training would fix it: a global batch that is not a whole number of micro-batches
+    across `world` GPUs is rounded as training rounds it (or, where training refuses it, up), and the
+    report says from what to what."""
+    train, seq = config.train, sequence_length(config)
     per_micro = train.batch_size * world
+    geometry = f"{train.batch_size} x {world} GPUs = {per_micro} sequences"
     try:
         global_batch = config_checks.global_batch(train, seq, world)
     except ConfigError as exc:
-        warnings.append(f"global batch not divisible by world size x micro-batch: {exc}")
         global_batch = math.ceil(train.global_batch_size / per_micro) * per_micro
+        warnings.append(f"global batch not divisible by world size x micro-batch: {exc}; planned as "
+                        f"{global_batch} sequences (rounded up to whole micro-batches of {geometry})")  # fmt: skip
+    configured = train.global_batch_tokens
+    if configured is not None and configured != global_batch * seq:
+        change = global_batch * seq / configured - 1
+        warnings.append(f"train.global_batch_tokens {configured:,} is not a whole number of micro-batches of "
+                        f"{geometry} x {seq} tokens: training rounds it to {global_batch} sequences = "
+                        f"{global_batch * seq:,} tokens per step ({change:+.1%}); a multiple of "
+                        f"{per_micro * seq:,} is kept exactly")  # fmt: skip
     return {
         "micro_batch": train.batch_size,
         "sequence_length": seq,
         "accumulation": global_batch // per_micro,
         "global_batch": global_batch,
         "tokens_per_step": global_batch * seq,
+        "configured_tokens_per_step": configured,
     }
 
 

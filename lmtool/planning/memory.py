@@ -22,7 +22,7 @@ one) and of the root (embeddings), in the compute dtype; under DDP (W > 1) its g
      scores a·s²·b·(4 + e' + mask): the fp32 softmax output, its e-byte copy (e' = e under 16-bit
      autocast or with dropout, else 0) and the dropout mask. Times L layers, plus s·b·h·(r + e) for the
      final norm's input and the head's; with gradient checkpointing only each layer's input (r·s·b·h);
-   - logits, per logit of the s·b·V: eager, 12 bytes: three fp32 logit-sized buffers are alive together
+   - logits, per logit of the s·b·V (V: the vocabulary, or a fine-tune head's outputs): eager, 12 bytes: three fp32 logit-sized buffers are alive together
      in the log-softmax's backward (its saved output, the gradient coming in and the one going out);
      compiled (the cross-entropy inside the graph, fused by inductor), e + e: the logits in the compute
      dtype and their gradient. A masked LM's eager loss sees only the fraction p of masked positions, and
@@ -138,7 +138,7 @@ def memory_per_gpu(
     if fused_loss and not sharded:
         logits = fused_loss_bytes(shape, tokens, act_bytes)
     else:
-        logits = tokens * shape.vocab * logit_bytes(act_bytes, compiled, masked)
+        logits = tokens * shape.outputs * logit_bytes(act_bytes, compiled, masked)
     phases = [
         Memory(**held, gradients=buckets + accumulated, gathered=gathered, weight_copies=copies,
                activations=kept, logits=logits),

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig
 
 from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
+from lmtool.finetune.heads import TASK_AUTO
 from lmtool.hub import require_hub
 from lmtool.model_dir import refuse_not_a_model
 from lmtool.models import (
@@ -42,17 +43,25 @@ class ModelShape:
     heads: int
     ffn: int
     vocab: int
+    outputs: int  # logits per token: the vocabulary, or a fine-tune head's labels
     vocab_source: str
     dropout: bool
     transformer: bool  # has attention heads: the activation formula is for transformer blocks
     eager_attention: bool  # eager attention keeps the s x s scores; SDPA kernels do not
 
 
+def sequence_length(config: Config) -> int:
+    """Tokens per training sequence: data.block_size, or a fine-tune's finetune.max_length (an upper bound:
+    fine-tune batches are padded to their longest example)."""
+    return config.finetune.max_length if config.finetune is not None else config.data.block_size
+
+
 def model_shape(config: Config) -> ModelShape:
-    """Count the model `config` trains (from scratch, or `model.init_from`'s config) on the meta device."""
+    """Count the model `config` trains (from scratch, or `model.init_from`'s config with a fine-tune's head)
+    on the meta device."""
     model_config, vocab_source = _model_config(config)
     with torch.device("meta"):
-        model = model_from_config(config, model_config)
+        model = _build(config, model_config)
     total = count_parameters(model)
     hidden = _get(model_config, "hidden_size", 0)
     heads = _get(model_config, "num_attention_heads", 1)
@@ -66,12 +75,13 @@ def model_shape(config: Config) -> ModelShape:
         parameters=total,
         matmul_parameters=matmul_parameters(model),
         embedding_parameters=total - count_parameters(model, exclude_embeddings=True),
-        flops_per_token=flops_per_token(model, config.data.block_size),
+        flops_per_token=flops_per_token(model, sequence_length(config)),
         layers=_get(model_config, "num_hidden_layers", 0),
         hidden=hidden,
         heads=heads,
         ffn=ffn,
         vocab=model_config.vocab_size,
+        outputs=_outputs(config, model_config),
         vocab_source=vocab_source,
         dropout=dropout,
         transformer=getattr(model_config, "num_attention_heads", None) is not None,
@@ -84,12 +94,32 @@ def _get(model_config: PreTrainedConfig, key: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _build(config: Config, model_config: PreTrainedConfig) -> torch.nn.Module:
+    """The model training builds: a causal or masked LM, or for a fine-tune the task's head on init_from."""
+    task = config.finetune.task if config.finetune is not None else None
+    if task is None:
+        return model_from_config(config, model_config)
+    if task == "sft":
+        return AutoModelForCausalLM.from_config(model_config)
+    model_config.num_labels = _outputs(config, model_config)
+    return TASK_AUTO[task].from_config(model_config)
+
+
+def _outputs(config: Config, model_config: PreTrainedConfig) -> int:
+    """A fine-tune head's outputs (2 for QA's start/end, the labels' count, 2 when the data names them),
+    else the vocabulary."""
+    finetune = config.finetune
+    if finetune is None or finetune.task == "sft":
+        return model_config.vocab_size
+    if finetune.task == "qa":
+        return 2
+    if finetune.task == "classification" and finetune.problem == "regression":
+        return 1
+    return len(finetune.labels or ()) or 2
+
+
 def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
     """(the model's config, where its vocabulary size comes from)."""
-    if config.finetune is not None:
-        raise LmtoolError(
-            "lmtool plan estimates pretraining configs; this one has a finetune section (not planned yet)"
-        )
     init_from = config.model.init_from
     if init_from is not None:
         if not os.path.isdir(os.path.expanduser(init_from)) and not looks_like_hub_id(init_from):

@@ -16,6 +16,7 @@ from lmtool.errors import LmtoolError
 from lmtool.evaluation.ner_metrics import chunks
 from lmtool.prediction.inputs import Item
 from lmtool.prediction.model import Predictor, forward
+from lmtool.text_spans import grapheme_end
 
 
 def window_settings(pred: Predictor, max_length: int, stride: int | None) -> int:
@@ -84,7 +85,8 @@ def _entities(
 def _word_spans(
     text: str, word_ids: list[int | None], offsets: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
-    """(start, end) characters of each word, without surrounding whitespace (byte-level BPE tokens carry it)."""
+    """(start, end) characters of each word, without surrounding whitespace (byte-level BPE tokens carry it),
+    ending after any combining mark or variation selector the tokenizer dropped."""
     count = max((w for w in word_ids if w is not None), default=-1) + 1
     spans = [[len(text), 0] for _ in range(count)]
     for word, (start, end) in zip(word_ids, offsets, strict=True):
@@ -97,7 +99,7 @@ def _word_spans(
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
-        result.append((start, end))
+        result.append((start, grapheme_end(text, end) if end > start else end))
     return result
 
 

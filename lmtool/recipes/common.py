@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from lmtool import console
-from lmtool.config import Config, ConfigError
+from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError
 from lmtool.runlock import DirLock, LockBusy
 from lmtool.train import checkpoint, distributed
 from lmtool.train.failures import PeerWatch, leave_on_failure, whereabouts
 from lmtool.train.precision import resolve_device
-from lmtool.train.rundir import check_run_dir, run_dir_lock
+from lmtool.train.rundir import check_run_dir, finished_step, mark_finished, run_dir_lock
 
 Recipe = Callable[[Config, distributed.DistEnv, torch.device, bool], Path]
 
@@ -36,8 +36,17 @@ def run_on_every_rank(
     Then all ranks train; rank 0 writes. A rank that fails ends the others (train/failures.py).
     """
     env = distributed.read_env()
+    run_dir = Path(config.run.output_dir)
+    config_yaml = dump_config(config)
+    finished = None if overwrite or config.train.resume != "auto" else finished_step(run_dir, config_yaml)
+    processed = Path(os.path.expanduser(config.data.processed_dir))
+    stale = finished is not None and processed.exists() and is_stale(processed, config)  # refused below
+    if finished is not None and not stale:
+        console.info(f"already finished at step {finished}: the model is in {run_dir / 'final'}; nothing to do "
+                     "(raise train.max_steps or train.epochs to train on, or --overwrite to start again)")  # fmt: skip
+        return run_dir / "final"
     device = resolve_device(config.train.device, env.local_rank)
-    check_output_dir(Path(config.run.output_dir))  # before the lock, which lives beside it
+    check_output_dir(run_dir)  # before the lock, which lives beside it
     if checks is not None:
         checks(config)
     check_run_dir(config, Path(config.run.output_dir), overwrite)  # refused before preprocessing, too
@@ -50,6 +59,8 @@ def run_on_every_rank(
         try:
             held.enter_context(run_dir_lock(Path(config.run.output_dir), env, device))
             result = recipe(config, env, device, overwrite)
+            if env.is_main:
+                mark_finished(run_dir, config_yaml, checkpoint.latest_step(run_dir))
         except BaseException as exc:
             # Raised on every rank alike (config checks, agreed stop): the group is left in order (a
             # background save completed) and the error goes on to the CLI. Raised on some ranks only:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lmtool.diskfull import is_disk_full
 from lmtool.errors import LmtoolError
+from lmtool.permissions import apply_umask
 
 
 def fsync(path: Path) -> None:
@@ -62,6 +63,7 @@ def write_dir(tmp: Path, final: Path, write: Callable[[Path], None], what: str, 
     try:
         tmp.mkdir(parents=True, exist_ok=not fresh)
         write(tmp)
+        apply_umask(tmp)
         fsync_tree(tmp.iterdir())
         fsync(tmp)
     except Exception as exc:

@@ -163,6 +163,12 @@ def _steps(root: Path) -> list[int]:
     return [int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
 
 
+def latest_step(run_dir: Path) -> int | None:
+    """The step of the newest checkpoint directory (unverified: the name only), None without one."""
+    root = Path(run_dir) / CHECKPOINTS
+    return max(_steps(root), default=None) if root.is_dir() else None
+
+
 def _step_of(path: Path) -> int:
     match = _NAME.match(path.name) or _OLD.match(path.name)
     return int(match.group(1)) if match else -1

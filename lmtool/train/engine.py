@@ -132,7 +132,7 @@ class Trainer:
         self.window = TrainWindow(state)
         with (
             StopRequest() as stop,
-            console.progress("train", total=plan.total_steps, extra="{task.fields[status]}") as bar,
+            console.progress("train", total=plan.total_steps) as bar,
         ):
             # DataLoader workers fork here, inside StopRequest: a signal before they ignore it only sets a flag.
             batches = iter(self._loader(state.samples_seen))
@@ -152,7 +152,7 @@ class Trainer:
                 if state.step % self.cfg.log_every == 0 or state.step == plan.total_steps:
                     last = self._settle()
                     record = self.window.flush(state, plan.total_steps, lr=lr, grad_norm=last.grad_norm)
-                    self._log_train(record, bar)
+                    self._log_train(record)
                 if (
                     self.cfg.eval_every
                     and state.step % self.cfg.eval_every == 0
@@ -323,15 +323,13 @@ class Trainer:
         console.info(eval_line(metrics, state.step))
         return self.best.update(state, metrics)
 
-    def _log_train(self, record: dict, bar) -> None:
+    def _log_train(self, record: dict) -> None:
         if self.mfu and record["tokens_per_s"]:
             record["mfu"] = self.mfu(record["tokens_per_s"])
         record["memory_gb"] = round(memory_gb(self.device), 3)
         if self.env.is_main:
             self.sink.write(record)
-            line = train_line(record, self.plan.total_steps)
-            bar.update(status=line)
-            console.info(line)
+            console.info(train_line(record, self.plan.total_steps))
 
     def _open_run_dir(self) -> None:
         if self.env.is_main:

@@ -4,6 +4,8 @@ own run directories are continued or deleted."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,30 @@ from lmtool.runlock import DirLock
 from lmtool.train import distributed
 from lmtool.train.metrics import MetricsSink, truncate_metrics
 from lmtool.train.requeue import clear_marker
+
+FINISHED = "FINISHED"  # {"step": N, "config_sha256": ...}, once final/ is in place
+
+
+def _config_key(config_yaml: str) -> str:
+    return hashlib.sha256(config_yaml.encode("utf-8")).hexdigest()
+
+
+def mark_finished(run_dir: Path, config_yaml: str, step: int | None) -> None:
+    """Rank 0, once final/ is in place: the step the run ended at and the config it ran, so that the same
+    command run again says so and changes nothing (`finished_step`)."""
+    record = {"step": step, "config_sha256": _config_key(config_yaml)}
+    (Path(run_dir) / FINISHED).write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def finished_step(run_dir: Path, config_yaml: str) -> int | None:
+    """The step at which a run of this very config finished, its final/ in place; None when there is work
+    to do (no such run, a run stopped before its end, or a changed config: more steps, other settings)."""
+    try:
+        record = json.loads((Path(run_dir) / FINISHED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = isinstance(record, dict) and record.get("config_sha256") == _config_key(config_yaml)
+    return record.get("step") if same and (Path(run_dir) / "final").is_dir() else None
 
 
 @contextlib.contextmanager
@@ -67,6 +93,7 @@ def open_run_dir(run_dir: Path, config_yaml: str, resumed_step: int | None, tens
     run_dir.mkdir(parents=True, exist_ok=True)
     ownership.mark_run_dir(run_dir)
     clear_marker(run_dir)
+    (run_dir / FINISHED).unlink(missing_ok=True)  # a run that trains is not finished until it says so again
     (run_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
     metrics = run_dir / "metrics.jsonl"
     if resumed_step is not None:

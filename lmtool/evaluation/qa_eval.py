@@ -1,0 +1,73 @@
+"""`lmtool evaluate` on a question-answering model: SQuAD exact match and F1 on a processed QA split or a
+raw SQuAD-format file, with the windows, post-processing and metrics that `lmtool finetune` validates with
+(the model's saved `finetune.qa` settings), so the numbers are the ones its training log shows."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from lmtool.config import Config, ConfigError, FinetuneConfig, SourceConfig
+from lmtool.errors import LmtoolError
+from lmtool.prediction.answers import qa_settings
+from lmtool.prediction.model import Predictor
+from lmtool.tasks.qa import QAReference, QuestionAnsweringTask
+
+KEY = "evaluate.data"
+
+
+def qa_data(config: Config, pred: Predictor):
+    """(windows, label of the data, the QA task holding the questions' reference) for `evaluate.data`."""
+    cfg = config.evaluate
+    ft = _settings(config, pred)
+    name = cfg.data or config.data.processed_dir
+    path = Path(name).expanduser()
+    if (path / "manifest.json").is_file():
+        from lmtool.evaluation.data import check_tokenizer, load_split
+
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("kind") != "finetune" or manifest.get("task") != "qa":
+            raise LmtoolError(
+                f"{path} holds no question-answering data: evaluate {cfg.model} on a SQuAD file"
+            )
+        check_tokenizer(path, manifest, pred.tokenizer, cfg.model)
+        windows, reference, label = (
+            load_split(path, cfg),
+            QAReference.load(path, cfg.split),
+            f"{path}:{cfg.split}",
+        )
+    elif path.exists():
+        (windows, reference), label = _raw(str(path), ft, pred, cfg.max_samples), name
+    else:
+        raise ConfigError(KEY, "not found", value=name)
+    return windows, label, QuestionAnsweringTask(pred.tokenizer, ft.qa, None, reference)
+
+
+def _settings(config: Config, pred: Predictor) -> FinetuneConfig:
+    """The config's qa section when it has one (its field names read a raw file), else the model's saved
+    settings; --max-length, else the section's, else the model's limit; the doc stride fits the window."""
+    ft = config.finetune if config.finetune is not None and config.finetune.task == "qa" else None
+    ft = ft or FinetuneConfig(task="qa", max_length=pred.default_max_length(), qa=qa_settings(pred))
+    max_length = config.evaluate.max_length or ft.max_length
+    stride = min(ft.qa.doc_stride, max_length // 4)
+    return ft.model_copy(
+        update={"max_length": max_length, "qa": ft.qa.model_copy(update={"doc_stride": stride})}
+    )
+
+
+def _raw(path: str, ft: FinetuneConfig, pred: Predictor, max_samples: int | None):
+    """A SQuAD-format (or question/context/answers JSON lines) file, read and windowed as preprocess does."""
+    import datasets
+
+    from lmtool.data import sources as src
+    from lmtool.data.qa_data import Tally, encode_questions, read_questions
+
+    source = src.resolve(SourceConfig(path=path), KEY)
+    with tempfile.TemporaryDirectory(prefix="lmtool-eval-") as cache:
+        questions = list(read_questions(source, ft, "replace", Path(cache), Tally()))
+    questions = questions[:max_samples] if max_samples is not None else questions
+    columns, _ = encode_questions(pred.tokenizer, questions, ft, keep_offsets=True)
+    reference = QAReference(columns["example_id"], columns["offset_mapping"], [q.context for q in questions],
+                            [[text for text, _ in q.answers] for q in questions])  # fmt: skip
+    return datasets.Dataset.from_dict(columns), reference
