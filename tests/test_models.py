@@ -126,7 +126,9 @@ def test_init_from_with_a_processed_dir_of_another_tokenizer_is_refused(tmp_path
     data = make_processed_dir(tmp_path / "processed", objective="mlm")
     config = tiny_config(tmp_path, data, objective="mlm", arch="bert", max_steps=1)
     args = ["--set", f"model.init_from={bert_dir}", "--set", f"tokenizer.path={bert_dir}"]
-    result = run_inproc("pretrain", str(config), *args)
+    result = run_inproc("pretrain", str(config), *args)  # the 32-wide config is not the 64-wide checkpoint's
+    assert_usage_error(result, "model.config.hidden_size", "changes the weights of model.init_from")
+    result = run_inproc("pretrain", str(config), *args, "--set", "model.config={}")
     assert_usage_error(result, "model.init_from", "the tokenizer in", "45 tokens")
     assert not (tmp_path / "run" / "final").exists()
 
