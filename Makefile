@@ -15,7 +15,7 @@ install:
 		$(BIN)/pip install "torch==$(TORCH_CPU_VERSION)+cpu" \
 		|| $(BIN)/pip install --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_CPU_VERSION)+cpu"; \
 	fi
-	$(BIN)/pip install --quiet -e ".[dev,tensorboard]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard,report]"
 	@# Fails loudly when the torch build does not match the machine (CUDA without a GPU, or the reverse).
 	$(BIN)/python scripts/check_torch_build.py
 
@@ -41,6 +41,8 @@ bench:
 quickstart:
 	$(BIN)/lmtool pretrain configs/quickstart.yaml
 	$(BIN)/lmtool generate --model runs/quickstart/final --seed 0 "Return the" "This module"
+	@echo "plots and summary of the run:" >&2
+	$(BIN)/lmtool report runs/quickstart
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs data/processed

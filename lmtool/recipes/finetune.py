@@ -18,6 +18,7 @@ from lmtool.recipes.common import (
     refuse_stale,
     run_on_every_rank,
     seed_everything,
+    write_run_report,
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
@@ -115,6 +116,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         model_files=model_files,
     )
     final = trainer.fit()
+    write_run_report(config, env)
     console.info(f"done: fine-tuned model and tokenizer in {final}")
     return final
 

@@ -16,6 +16,7 @@ from lmtool.recipes.common import (
     refuse_stale,
     run_on_every_rank,
     seed_everything,
+    write_run_report,
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
@@ -67,6 +68,7 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
         resume_from=resume_from,
     )
     final = trainer.fit()
+    write_run_report(config, env)
     console.info(f"done: model and tokenizer in {final}")
     return final
 
