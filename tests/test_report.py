@@ -150,7 +150,8 @@ def test_without_matplotlib_report_md_is_written_and_a_warning_says_how_to_get_p
 def test_a_run_writes_its_report_at_the_end_unless_logging_report_is_false(tmp_path, capsys, one_thread):
     data = make_processed_dir(tmp_path / "processed")
     config = tiny_config(tmp_path, data, max_steps=6, eval_every=3, log_every=2)
-    run_pretrain(load_config(config))
+    assert load_config(None).logging.report is True  # on by default (the test configs turn it off)
+    run_pretrain(load_config(config, ["logging.report=true"]))
     run = tmp_path / "run"
     assert f"report: {run / 'report.md'}" in capsys.readouterr().err
     assert png_size(run / "loss.png") == plots.LOSS_SIZE

@@ -63,7 +63,7 @@ def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
 def report(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(help="Run directories (run.output_dir).", show_default=False, metavar="RUN_DIR..."),
+        typer.Argument(help="Run directories (run.output_dir).", show_default=False, metavar="RUN_DIR"),
     ],
     out: Annotated[
         Path | None,
