@@ -54,7 +54,10 @@ def render_markdown(histories: list[RunHistory], out: Path, plots: list[Path], n
         )
     lines += ["", "## Where the time went", ""]
     for history, s in rows:
-        evals = "not timed in metrics.jsonl" if s["eval_s"] is None else duration(s["eval_s"])
+        if s["eval_step"] is None:
+            evals = "none (no eval record)"
+        else:
+            evals = "not timed in metrics.jsonl" if s["eval_s"] is None else duration(s["eval_s"])
         lines.append(
             f"- {history.label}: {duration(s['wall_s'])} in the training loop: train steps and checkpoint "
             f"saves {duration(s['train_s'])}{_percent(s['train_s'], s['wall_s'])}, evaluation {evals}"
