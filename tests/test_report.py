@@ -42,7 +42,7 @@ def synthetic_run(run_dir: Path, scale: float = 1.0, resumed_at: int | None = No
         if step % 10 == 0:
             records.append({
                 "type": "eval", "step": step, "loss": scale * (5 * math.exp(-step / 12) + 2.5),
-                "perplexity": 100.0 / step, "tokens": 999, "eval_s": 2.0, "per_class": {"a": 1.0},
+                "perplexity": 100.0 / step, "tokens": 999, "examples": 50, "eval_s": 2.0, "per_class": {"a": 1.0},
             })  # fmt: skip
     run_dir.mkdir(parents=True)
     text = "".join(json.dumps(r) + "\n" for r in records)
@@ -78,7 +78,7 @@ def test_the_plots_draw_the_values_of_metrics_jsonl_several_runs_on_one_figure(t
     evals = plots.eval_panels(histories)
     assert [panel.title for panel in evals] == [
         "perplexity"
-    ]  # loss is on loss.png; tokens, eval_s, nested: not metrics
+    ]  # loss is on loss.png; counts, eval_s, nested: not metrics
     assert evals[0].lines[0].values == [r["perplexity"] for r in first if r["type"] == "eval"]
 
 

@@ -32,11 +32,14 @@ class RunHistory:
         return [s for s, _ in points], [v for _, v in points]
 
     def eval_metrics(self) -> list[str]:
-        """The eval metrics besides the loss (perplexity, accuracy, f1, ...), in first-seen order."""
+        """The eval metrics besides the loss (perplexity, accuracy, f1, ...), in first-seen order: the float
+        values, as on the console (integers are counts: examples, tokens)."""
         names: list[str] = []
         for record in self.evals:
             names += [
-                k for k, v in record.items() if k not in NOT_EVAL_METRICS and _is_number(v) and k not in names
+                k
+                for k, v in record.items()
+                if k not in NOT_EVAL_METRICS and isinstance(v, float) and k not in names
             ]
         return names
 
