@@ -3,17 +3,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_CPU_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install test test-fast test-min lint bench quickstart clean
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# Without an NVIDIA GPU, install the CPU build of torch first (an unpinned torch pulls GBs of CUDA).
+	@# Without an NVIDIA GPU the CPU build of torch goes in first, never the CUDA one (GBs of nvidia-* wheels):
+	@# the +cpu local version where pip finds it (a local wheelhouse), else from the PyTorch CPU index.
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-		$(BIN)/pip install --quiet "torch==$(TORCH_CPU_VERSION)" \
-		|| $(BIN)/pip install --quiet --index-url https://download.pytorch.org/whl/cpu "torch>=2.7,<2.14"; \
+		$(BIN)/pip install "torch==$(TORCH_CPU_VERSION)+cpu" \
+		|| $(BIN)/pip install --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_CPU_VERSION)+cpu"; \
 	fi
-	$(BIN)/pip install --quiet -e ".[dev,tensorboard]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard,report]"
+	@# Fails loudly when the torch build does not match the machine (CUDA without a GPU, or the reverse).
+	$(BIN)/python scripts/check_torch_build.py
 
 # Two workers, each file on one (its module fixtures built once): most tests wait on subprocesses.
 test:
@@ -49,6 +53,8 @@ bench:
 quickstart:
 	$(BIN)/lmtool pretrain configs/quickstart.yaml
 	$(BIN)/lmtool generate --model runs/quickstart/final --seed 0 "Return the" "This module"
+	@echo "plots and summary of the run:" >&2
+	$(BIN)/lmtool report runs/quickstart
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache .ruff_cache runs data/processed

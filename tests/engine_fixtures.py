@@ -17,6 +17,9 @@ import yaml
 WORDS = [f"w{i}" for i in range(40)]
 CLM_SPECIAL = ["<|endoftext|>"]
 MLM_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# The test configs' logging: no end-of-run report nor TensorBoard (each costs a second or more of CPU per
+# run, over a suite of ~150 runs); tests/test_report.py and tests/test_trackers.py turn them on.
+QUIET_LOGGING = {"tensorboard": False, "report": False}
 
 
 def _documents(count: int, seed: int) -> list[list[str]]:
@@ -108,7 +111,8 @@ def tiny_config(
     model_overrides: dict | None = None,
     **train,
 ) -> Path:
-    """A config for a 2-layer, 32-wide model on `processed`, fp32, no compile; `train` overrides train.*."""
+    """A config for a 2-layer, 32-wide model on `processed`, fp32, no compile, no report or TensorBoard;
+    `train` overrides train.*."""
     model_config = {
         "gpt2": {
             "n_layer": 2,
@@ -148,6 +152,7 @@ def tiny_config(
             "save_every": 0,
             **train,
         },
+        "logging": QUIET_LOGGING,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.engine_fixtures import QUIET_LOGGING
 from tests.eval_fixtures import WORDS, _wordpiece_tokenizer
 
 TINY_BERT = dict(
@@ -106,7 +107,8 @@ def finetune_config(
     name: str = "c",
     **train_settings,
 ) -> Path:
-    """A finetune config: `train_settings` override train.* (fp32, no compile, log every step)."""
+    """A finetune config: `train_settings` override train.* (fp32, no compile, log every step; no report or
+    TensorBoard)."""
     config = {
         "run": {"name": "ft", "output_dir": str(tmp_path / "run"), "seed": 0},
         "data": {
@@ -117,6 +119,7 @@ def finetune_config(
         "model": {"init_from": str(model)},
         "finetune": finetune,
         "train": {"precision": "fp32", "compile": False, "log_every": 1, **train_settings},
+        "logging": QUIET_LOGGING,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -20,6 +20,7 @@ from lmtool.errors import LmtoolError
 from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from lmtool.train.metrics import MetricsSink, truncate_metrics
+from lmtool.train.trackers import TensorBoardTracker
 from tests.conftest import Result, assert_usage_error, run_cli
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
 
@@ -104,12 +105,12 @@ def test_tensorboard_events_of_redone_steps_are_purged_on_resume(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     metrics, events = tmp_path / "metrics.jsonl", tmp_path / "tb"
-    sink = MetricsSink(metrics, events)
+    sink = MetricsSink(metrics, [TensorBoardTracker(events, last_step=0)])
     for step in range(1, 6):
         sink.write({"type": "train", "step": step, "loss": float(step)})
     sink.close()
     truncate_metrics(metrics, 3)  # resumed from step 3: steps 4 and 5 are redone
-    sink = MetricsSink(metrics, events)
+    sink = MetricsSink(metrics, [TensorBoardTracker(events, last_step=3)])
     for step in (4, 5):
         sink.write({"type": "train", "step": step, "loss": 10.0 * step})
     sink.close()

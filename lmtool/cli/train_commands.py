@@ -1,7 +1,8 @@
-"""The commands that write: `preprocess`, `pretrain`, `finetune`, and `plan` that sizes a run."""
+"""The commands that write: `preprocess`, `pretrain`, `finetune`, `report` on runs, and `plan` that sizes a run."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,6 +54,34 @@ def finetune(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt = F
     final = run_finetune(load_config(config, set_ or []), overwrite=overwrite)
     if console.is_rank_zero():
         print(final)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command("report")
+def report(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Run directories (run.output_dir).", show_default=False, metavar="RUN_DIR"),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write report.md and the plots [default: the first RUN_DIR].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Plot loss, learning rate, grad norm, tokens/s, MFU and eval metrics of runs (several: on one figure)
+    and summarise them in report.md, from metrics.jsonl; print report.md's path.
+
+    Example: lmtool report runs/quickstart runs/quickstart-wide --out runs/compare
+    """
+    from lmtool.reporting import write_report
+
+    print(write_report(run_dirs, out))
 
 
 # --------------------------------------------------------------------------- plan

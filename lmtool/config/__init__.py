@@ -15,7 +15,7 @@ from lmtool.config.data import (
     TokenizerTrainConfig,
 )
 from lmtool.config.finetune import ConllConfig, FinetuneConfig
-from lmtool.config.inference import EvaluateConfig, GenerateConfig, LoggingConfig
+from lmtool.config.inference import EvaluateConfig, GenerateConfig, LoggingConfig, WandbConfig
 from lmtool.config.loader import dump_config, json_schema, load_config, parse_override
 from lmtool.config.model import ModelConfig, check_arch
 from lmtool.config.references import check_references, looks_like_hub_id
@@ -27,6 +27,6 @@ from lmtool.errors import ConfigError
 __all__ = [
     "CleanConfig", "Config", "ConllConfig", "ConfigError", "DataConfig", "Device", "EvaluateConfig", "FinetuneConfig", "GenerateConfig",
     "DistributedConfig", "LoggingConfig", "MLMConfig", "ModelConfig", "Precision", "RunConfig", "Section", "SourceConfig",
-    "TokenizerConfig", "TokenizerTrainConfig", "TrainConfig", "check_arch", "check_references",
+    "TokenizerConfig", "TokenizerTrainConfig", "TrainConfig", "WandbConfig", "check_arch", "check_references",
     "dump_config", "json_schema", "load_config", "looks_like_hub_id", "parse_override", "yaml_load",
 ]  # fmt: skip

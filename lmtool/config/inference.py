@@ -96,8 +96,25 @@ class GenerateConfig(Section):
         return self
 
 
+class WandbConfig(Section):
+    project: str = Field(description="Weights & Biases project the run is logged to (needs the wandb extra).")
+    entity: str | None = Field(None, description="W&B team or user (null = your default entity).")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        "online",
+        description="online: stream to the server; offline: write under <output_dir>/wandb for `wandb sync` later; disabled: no-op.",
+    )
+
+
 class LoggingConfig(Section):
-    tensorboard: bool = Field(
-        False,
-        description="Also write TensorBoard event files to <output_dir>/tensorboard (needs the tensorboard extra).",
+    tensorboard: bool | Literal["auto"] = Field(
+        "auto",
+        description="Also write TensorBoard event files to <output_dir>/tensorboard; auto: when tensorboard is installed (the tensorboard extra).",
+    )
+    wandb: WandbConfig | None = Field(
+        None,
+        description="Log metrics, the config and the final metrics to Weights & Biases from rank 0 (null = off); a tracker that fails warns and training goes on.",
+    )
+    report: bool = Field(
+        True,
+        description="Write report.md and loss/throughput plots (PNG, needs the report extra) into run.output_dir at the end of a run, as `lmtool report` does.",
     )

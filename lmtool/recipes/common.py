@@ -166,6 +166,21 @@ def is_stale(processed: Path, config: Config) -> bool:
     return content_key(config, sources) != made
 
 
+def write_run_report(config: Config, env: distributed.DistEnv) -> None:
+    """logging.report: rank 0 writes report.md and the plots of the finished run and names report.md on
+    stderr (stdout carries the model directory). The model is already saved: a failure here only warns."""
+    if not (env.is_main and config.logging.report):
+        return
+    from lmtool.reporting import write_report
+
+    try:
+        path = write_report([Path(config.run.output_dir)])
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded
+        console.warning(f"could not write the run report ({type(exc).__name__}: {exc}); try `lmtool report`")
+        return
+    console.info(f"report: {path}")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -19,6 +19,7 @@ from lmtool.recipes.common import (
     run_on_every_rank,
     seed_everything,
     use_fused_loss,
+    write_run_report,
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
@@ -124,6 +125,7 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
         model_files=model_files,
     )
     final = trainer.fit()
+    write_run_report(config, env)
     console.info(f"done: fine-tuned model and tokenizer in {final}")
     return final
 

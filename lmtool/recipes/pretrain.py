@@ -17,6 +17,7 @@ from lmtool.recipes.common import (
     run_on_every_rank,
     seed_everything,
     use_fused_loss,
+    write_run_report,
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
@@ -69,6 +70,7 @@ def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, ov
         resume_from=resume_from,
     )
     final = trainer.fit()
+    write_run_report(config, env)
     console.info(f"done: model and tokenizer in {final}")
     return final
 

@@ -9,6 +9,7 @@ any split of the same global batch gives the same step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -313,13 +314,16 @@ class Trainer:
             return False
         if distributed.any_rank(self.env.is_main and self.sink.evaluated(state.step), self.device):
             return False
+        started = time.perf_counter()
         metrics = sharded_metrics(
             self.raw_model, self.task, self.eval_data, self.cfg.batch_size, self.cfg.eval_batches,
             self.env, self.device, self.strategy.autocast,
         )  # fmt: skip
         if metrics is None:  # not rank 0
             return False
-        self.sink.write({"type": "eval", "step": state.step, **metrics})  # nested values (per class) too
+        # nested values (per class) too; eval_s: the report's "where the time went"
+        eval_s = round(time.perf_counter() - started, 3)
+        self.sink.write({"type": "eval", "step": state.step, **metrics, "eval_s": eval_s})
         console.info(eval_line(metrics, state.step))
         return self.best.update(state, metrics)
 
@@ -335,7 +339,7 @@ class Trainer:
         if self.env.is_main:
             resumed_step = self.state.step if self.resume_from is not None else None
             self.sink = open_run_dir(
-                self.run_dir, dump_config(self.config), resumed_step, self.config.logging.tensorboard
+                self.run_dir, dump_config(self.config), resumed_step, self.config.logging
             )
             dtype = self.precision.compute_dtype
             peak = peak_flops(self.device, dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from lmtool import console
 from lmtool.train import atomic
+from lmtool.train.trackers import Tracker, scalars
 
 if TYPE_CHECKING:
     from lmtool.train.progress import Progress
@@ -71,25 +73,15 @@ GPU_MEMORY_GB = (
 
 
 class MetricsSink:
-    """Appends one JSON object per line to metrics.jsonl (and scalars to TensorBoard); rank 0 only."""
+    """Appends one JSON object per line to metrics.jsonl, and passes each record to the trackers
+    (TensorBoard, W&B); rank 0 only. A tracker that fails is warned about and dropped: training goes on."""
 
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+    def __init__(self, path: Path, trackers: Sequence[Tracker] = ()):
         self.path = Path(path)
-        last_step, self._eval_steps = _recorded_steps(self.path)
+        _, self._eval_steps = _recorded_steps(self.path)
         self._file = self.path.open("a", encoding="utf-8")
-        self._tb = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                console.warning(
-                    "logging.tensorboard is on but tensorboard is not installed (pip install 'lmtool[tensorboard]')"
-                )
-            else:
-                # TensorBoard gets the records metrics.jsonl gets, and a resumed run has truncated that file:
-                # events past its last record are from steps the run redoes, so they are purged.
-                purge = last_step + 1 if Path(tensorboard_dir).is_dir() else None
-                self._tb = SummaryWriter(str(tensorboard_dir), purge_step=purge)
+        self._trackers = list(trackers)
+        self._final: dict[str, float] = {}  # the last value of each metric, the trackers' summary
 
     def evaluated(self, step: int) -> bool:
         """Whether metrics.jsonl has the eval record of `step` (a run resumed at its end has its final eval)."""
@@ -100,15 +92,23 @@ class MetricsSink:
         self._file.flush()
         if record["type"] == "eval":
             self._eval_steps.add(record["step"])
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "step":
-                    self._tb.add_scalar(f"{record['type']}/{key}", value, record["step"])
+        self._final.update(scalars(record))
+        for tracker in list(self._trackers):
+            self._call(tracker, tracker.log, record)
 
     def close(self) -> None:
         self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in list(self._trackers):
+            self._call(tracker, tracker.close, dict(self._final))
+
+    def _call(self, tracker: Tracker, method, argument) -> None:
+        try:
+            method(argument)
+        except Exception as exc:  # noqa: BLE001 - a tracker never stops training
+            self._trackers.remove(tracker)
+            console.warning(
+                f"{tracker.name} failed ({type(exc).__name__}: {exc}); training goes on without it"
+            )
 
 
 def _parse(text: str) -> list[tuple[str, dict]]:

@@ -10,14 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import yaml
 
 from lmtool import ownership
-from lmtool.config import Config
+from lmtool.config import Config, LoggingConfig
 from lmtool.errors import LmtoolError
 from lmtool.runlock import DirLock
 from lmtool.train import distributed
 from lmtool.train.metrics import MetricsSink, truncate_metrics
 from lmtool.train.requeue import clear_marker
+from lmtool.train.trackers import open_trackers
 
 FINISHED = "FINISHED"  # {"step": N, "config_sha256": ...}, once final/ is in place
 
@@ -87,9 +89,11 @@ def check_run_dir(config: Config, run_dir: Path, overwrite: bool) -> None:
         ownership.check_only_run_files(run_dir)
 
 
-def open_run_dir(run_dir: Path, config_yaml: str, resumed_step: int | None, tensorboard: bool) -> MetricsSink:
+def open_run_dir(
+    run_dir: Path, config_yaml: str, resumed_step: int | None, logging: LoggingConfig
+) -> MetricsSink:
     """Rank 0's start of a run: the directory with its marker and resolved config.yaml, metrics.jsonl cut
-    back to the resumed step (or started anew), and the sink that appends to it."""
+    back to the resumed step (or started anew), and the sink that appends to it and feeds the trackers."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ownership.mark_run_dir(run_dir)
     clear_marker(run_dir)
@@ -100,4 +104,5 @@ def open_run_dir(run_dir: Path, config_yaml: str, resumed_step: int | None, tens
         truncate_metrics(metrics, resumed_step)
     elif metrics.exists():
         metrics.unlink()
-    return MetricsSink(metrics, run_dir / "tensorboard" if tensorboard else None)
+    trackers = open_trackers(logging, run_dir, yaml.safe_load(config_yaml), resumed_step or 0)
+    return MetricsSink(metrics, trackers)
