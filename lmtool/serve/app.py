@@ -111,7 +111,7 @@ def _fill_mask(loaded: Loaded, req: FillMaskRequest) -> list[dict]:
     from lmtool.generation.fill_mask import check_masks, fill_mask
     from lmtool.generation.prompts import Prompt
 
-    texts = [req.input] if isinstance(req.input, str) else req.input
+    texts = req.input
     settings = GenerateConfig(model="served", fill_mask_top_k=req.top_k)
     prompts = [Prompt(i, text, settings, f"input {i}") for i, text in enumerate(texts)]
     try:

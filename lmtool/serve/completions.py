@@ -46,8 +46,8 @@ class Completions:
         self.server = server
 
     async def complete(self, req: CompletionRequest) -> JSONResponse | StreamingResponse:
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        if not prompts or len(prompts) > self.server.limits.max_prompts:
+        prompts = req.prompt
+        if len(prompts) > self.server.limits.max_prompts:
             raise ApiError(400, f"prompt: give 1 to {self.server.limits.max_prompts} prompts",
                            param="prompt", code="invalid_value")  # fmt: skip
         return await self._run(req, prompts, chat=False)
@@ -80,7 +80,7 @@ class Completions:
         greedy = req.temperature == 0
         settings = GenerateConfig(model=server.model_id, max_new_tokens=max_tokens, do_sample=not greedy,
                                   temperature=1.0 if greedy else float(req.temperature), top_k=None,
-                                  top_p=float(req.top_p), stop=req.stops(), seed=req.seed)  # fmt: skip
+                                  top_p=float(req.top_p), stop=[s for s in req.stop if s], seed=req.seed)  # fmt: skip
         texts = [p for p in prompts for _ in range(req.n)]
         server.admission.enter()
         loop = asyncio.get_running_loop()

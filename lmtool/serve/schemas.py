@@ -8,13 +8,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 Number = StrictFloat | StrictInt
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _listed(value: object) -> object:
+    """A single string stands for a list of one (as OpenAI accepts); errors then name just the field."""
+    return [value] if isinstance(value, str) else value
 
 
 class Sampling(Strict):
@@ -25,18 +39,18 @@ class Sampling(Strict):
     temperature: Number = Field(1.0, ge=0.0, le=2.0)
     top_p: Number = Field(1.0, gt=0.0, le=1.0)
     n: StrictInt = Field(1, ge=1)
-    stop: StrictStr | list[StrictStr] | None = None
+    stop: list[StrictStr] = Field(default_factory=list, max_length=4)
     seed: StrictInt | None = Field(None, ge=0)
     stream: StrictBool = False
     user: StrictStr | None = None  # accepted (the official clients send it), not used
 
-    def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        return [s for s in stops if s]
+    _stop = field_validator("stop", mode="before")(lambda v: [] if v is None else _listed(v))
 
 
 class CompletionRequest(Sampling):
-    prompt: StrictStr | list[StrictStr] = Field(min_length=1)
+    prompt: list[StrictStr] = Field(min_length=1)
+
+    _prompt = field_validator("prompt", mode="before")(_listed)
 
 
 class Message(Strict):
@@ -51,5 +65,7 @@ class ChatRequest(Sampling):
 
 class FillMaskRequest(Strict):
     model: StrictStr | None = None
-    input: StrictStr | list[StrictStr] = Field(min_length=1)
+    input: list[StrictStr] = Field(min_length=1, max_length=64)
+
+    _input = field_validator("input", mode="before")(_listed)
     top_k: StrictInt = Field(5, ge=1, le=50)
