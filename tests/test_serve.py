@@ -227,3 +227,43 @@ def test_sigterm_drains_in_flight_then_exits_0(server, model_dir):
     assert proc.wait(30) == 0, log.read_text()
     assert lines[-1] == "data: [DONE]" and '"finish_reason": "length"' in lines[-2]
     assert "Traceback" not in log.read_text()
+
+
+def _in_process(model_dir):
+    """The app without a socket (starlette's TestClient): enough for the task endpoints' records."""
+    from starlette.testclient import TestClient
+
+    from lmtool.serve import Limits, load_server
+    from lmtool.serve.app import build_app
+
+    return TestClient(build_app(load_server(str(model_dir), Limits(), None, "cpu", "fp32", 16, 5.0)))
+
+
+def test_classify_equals_predict(tmp_path):
+    from tests.test_predict import TEXTS, _save_classifier
+
+    model_dir = _save_classifier(tmp_path / "cls", ["neg", "pos"])
+    expected = [
+        json.loads(line)
+        for line in run_inproc("predict", "--model", str(model_dir), *TEXTS[:3]).stdout.splitlines()
+    ]
+    http = _in_process(model_dir)
+    got = http.post("/v1/classify", json={"input": TEXTS[:3]})
+    assert got.status_code == 200 and got.json()["data"] == expected
+    pair = http.post("/v1/classify", json={"input": {"text": TEXTS[0], "text_pair": TEXTS[1]}}).json()["data"]
+    assert pair[0]["text_pair"] == TEXTS[1]
+    assert http.post("/v1/classify", json={"input": [{"txt": "x"}]}).status_code == 400
+    assert http.post("/v1/completions", json=OK).status_code == 404  # not a causal LM
+
+
+def test_fill_mask_equals_generate(tmp_path):
+    from tests.eval_fixtures import save_masked_model
+
+    model_dir = save_masked_model(tmp_path / "bert")
+    prompt = "the king and the [MASK] walk"
+    result = run_inproc("generate", "--model", str(model_dir), "--format", "jsonl", prompt)
+    http = _in_process(model_dir)
+    got = http.post("/v1/fill-mask", json={"input": prompt, "top_k": 5})
+    assert got.status_code == 200 and got.json()["data"] == [json.loads(result.stdout)]
+    no_mask = http.post("/v1/fill-mask", json={"input": "no mask here"})
+    assert no_mask.status_code == 400 and no_mask.json()["error"]["param"] == "input"

@@ -56,35 +56,64 @@ def run_serve(model: str, *, host: str, port: int, api_key: str | None, device: 
         raise LmtoolError(f"--port must be 0-65535 (got {port})")
     import uvicorn
 
-    from lmtool.inference import load_for_inference
-    from lmtool.serve.app import Server, build_app
+    from lmtool.serve.app import build_app
 
-    loaded = load_for_inference(model, device=device, precision=precision, section="serve")
-    batcher = None
-    if loaded.causal:
-        from lmtool.generation.causal import Generator
-        from lmtool.serve.batcher import Batcher
-
-        generator = Generator(loaded)
-        batcher = Batcher(
-            generator, max_batch=max_batch if generator.pads_safely else 1, window_s=window_ms / 1000
-        )
-        batcher.start()
-    server = Server(loaded, model, limits, api_key, batcher)
+    server = load_server(model, limits, api_key, device, precision, max_batch, window_ms)
     config = uvicorn.Config(build_app(server), host=host, port=port, log_config=_log_config(),
                             timeout_graceful_shutdown=None, server_header=False)  # fmt: skip
-    kind = "causal LM: /v1/completions, /v1/chat/completions" if loaded.causal else "masked LM: /v1/fill-mask"
-    console.info(f"serving {model} ({kind}) on http://{host}:{port}{'' if api_key else ' (no API key)'}")
+    console.info(
+        f"serving {model} ({server.routes()}) on http://{host}:{port}{'' if api_key else ' (no API key)'}"
+    )
     # uvicorn re-raises the signal that stopped it once it has drained; a no-op handler makes that a clean exit 0.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.Server(config).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if batcher is not None:
-            batcher.stop()
+        if server.batcher is not None:
+            server.batcher.stop()
         server.tasks.shutdown()
     console.info("server stopped")
+
+
+def load_server(model: str, limits: Limits, api_key: str | None, device: str, precision: str, max_batch: int,
+          window_ms: float):  # fmt: skip
+    """The Server for the model's kind: a task model (as `predict` reads it), a causal LM with its batcher,
+    or a masked LM."""
+    from lmtool.prediction.model import TASKS
+    from lmtool.serve.app import Server
+
+    if _architectures(model) & set(TASKS):
+        from lmtool.prediction.model import load_predictor
+
+        return Server(model, limits, api_key, predictor=load_predictor(model, device))
+    from lmtool.inference import load_for_inference
+
+    loaded = load_for_inference(model, device=device, precision=precision, section="serve")
+    if not loaded.causal:
+        return Server(model, limits, api_key, loaded=loaded)
+    from lmtool.generation.causal import Generator
+    from lmtool.serve.batcher import Batcher
+
+    generator = Generator(loaded)
+    batcher = Batcher(
+        generator, max_batch=max_batch if generator.pads_safely else 1, window_s=window_ms / 1000
+    )
+    batcher.start()
+    return Server(model, limits, api_key, loaded=loaded, batcher=batcher)
+
+
+def _architectures(model: str) -> set[str]:
+    """The suffixes (ForSequenceClassification, ...) of the saved architectures; empty when unreadable
+    (loading then reports the problem)."""
+    import json
+    from pathlib import Path
+
+    try:
+        archs = json.loads((Path(model) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {"For" + a.rsplit("For", 1)[1] for a in archs if isinstance(a, str) and "For" in a}
 
 
 def _log_config() -> dict:

@@ -21,13 +21,24 @@ from lmtool.serve.schemas import ChatRequest, CompletionRequest, FillMaskRequest
 class Server:
     """What the routes share: the model, its generator and batcher, the limits and the key."""
 
-    def __init__(self, loaded: Loaded, model_id: str, limits: Limits, api_key: str | None, batcher=None):
-        self.loaded, self.model_id, self.limits, self.api_key = loaded, model_id, limits, api_key
-        self.batcher = batcher
+    def __init__(self, model_id: str, limits: Limits, api_key: str | None, *, loaded: Loaded | None = None,
+                 batcher=None, predictor=None):  # fmt: skip
+        self.model_id, self.limits, self.api_key = model_id, limits, api_key
+        self.loaded, self.batcher, self.predictor = loaded, batcher, predictor
         self.generator = batcher.generator if batcher is not None else None
         self.admission = Admission(limits.max_queue)
         self.tasks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmtool-serve-task")
         self.created = int(time.time())
+
+    def routes(self) -> str:
+        """The model endpoints, for the startup line."""
+        if self.batcher is not None:
+            return "/v1/completions, /v1/chat/completions"
+        if self.predictor is not None:
+            from lmtool.serve.tasks import ROUTES
+
+            return f"/v1{ROUTES[self.predictor.task]}"
+        return "/v1/fill-mask"
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_id:
@@ -93,6 +104,16 @@ def build_app(server: Server) -> FastAPI:
         @v1.post("/chat/completions")
         async def chat(request: Request):
             return await completions.chat(await read_json(request, ChatRequest, server.limits.max_body_bytes))
+    elif server.predictor is not None:
+        from lmtool.serve import tasks
+
+        pred = server.predictor
+
+        @v1.post(tasks.ROUTES[pred.task])
+        async def predict(request: Request):
+            req = await read_json(request, tasks.schema(pred), server.limits.max_body_bytes)
+            server.check_model(req.model)
+            return {"object": "list", "data": await server.in_worker(tasks.predict, pred, req)}
     else:
 
         @v1.post("/fill-mask")
