@@ -269,7 +269,8 @@ def serve(
     max_body: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body; more get 413.")] = 1
     << 20,
 ) -> None:
-    """Serve a model over HTTP: OpenAI-compatible completions and chat (causal LMs), fill-mask (masked LMs).
+    """Serve a model over HTTP: OpenAI-compatible completions and chat (causal LMs), fill-mask (masked LMs),
+    classify / entities / answer (the models predict reads).
 
     Example: lmtool serve --model runs/quickstart/final --port 8000
     """

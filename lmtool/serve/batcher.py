@@ -99,6 +99,7 @@ class Batcher:
                     stopping = True
                     break
                 pending.append(job)
+            pending = [job for job in pending if not job.future.done()]  # the client went away
             for group in self._groups(pending):
                 self._run(group)
             if stopping:

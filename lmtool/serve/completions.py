@@ -85,12 +85,11 @@ class Completions:
         server.admission.enter()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        # Admitted until generated (or abandoned): a stream that is never read still frees its place.
+        future.add_done_callback(lambda _: server.admission.leave())
         if not req.stream:
-            try:
-                server.batcher.submit(Job(texts, settings, loop, future))
-                samples = await future
-            finally:
-                server.admission.leave()
+            server.batcher.submit(Job(texts, settings, loop, future))
+            samples = await future
             return JSONResponse(self._response(samples, counts, req.n, chat))
         pieces: asyncio.Queue = asyncio.Queue()
         future.add_done_callback(lambda _: pieces.put_nowait(None))
@@ -136,26 +135,21 @@ class Completions:
         def event(choice: dict) -> str:
             return f"data: {json.dumps({**head, 'choices': [choice]}, ensure_ascii=False)}\n\n"
 
+        if chat:
+            for row in range(rows):
+                yield event({"index": row, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                             "finish_reason": None})  # fmt: skip
+        while (piece := await pieces.get()) is not None:
+            yield event(self._choice(piece[0], piece[1], None, chat, delta=True))
         try:
-            if chat:
-                for row in range(rows):
-                    yield event({"index": row, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                 "finish_reason": None})  # fmt: skip
-            while (piece := await pieces.get()) is not None:
-                yield event(self._choice(piece[0], piece[1], None, chat, delta=True))
-            try:
-                samples = future.result()
-            except Exception as exc:  # noqa: BLE001 - headers are sent: report the failure in the stream
-                error = {"message": f"generation failed: {type(exc).__name__}", "type": "server_error",
-                         "param": None, "code": None}  # fmt: skip
-                yield f"data: {json.dumps({'error': error})}\n\n"
-            else:
-                for row, sample in enumerate(samples):
-                    yield event(
-                        self._choice(
-                            row, None if chat else "", FINISH[sample.finish_reason], chat, delta=True
-                        )
-                    )
-            yield "data: [DONE]\n\n"
-        finally:
-            self.server.admission.leave()
+            samples = future.result()
+        except Exception as exc:  # noqa: BLE001 - headers are sent: report the failure in the stream
+            error = {"message": f"generation failed: {type(exc).__name__}", "type": "server_error",
+                     "param": None, "code": None}  # fmt: skip
+            yield f"data: {json.dumps({'error': error})}\n\n"
+        else:
+            for row, sample in enumerate(samples):
+                yield event(
+                    self._choice(row, None if chat else "", FINISH[sample.finish_reason], chat, delta=True)
+                )
+        yield "data: [DONE]\n\n"
