@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import sys
 from dataclasses import dataclass
 
 from lmtool import console
@@ -64,6 +65,9 @@ def run_serve(model: str, *, host: str, port: int, api_key: str | None, device: 
     console.info(
         f"serving {model} ({server.routes()}) on http://{host}:{port}{'' if api_key else ' (no API key)'}"
     )
+    # The event loop and the generation thread share the GIL: with CPython's default 5 ms switch interval each
+    # socket operation of the loop can wait that long behind a generating thread.
+    sys.setswitchinterval(0.0005)
     # uvicorn re-raises the signal that stopped it once it has drained; a no-op handler makes that a clean exit 0.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:

@@ -89,7 +89,9 @@ class Batcher:
             if first is None:
                 return
             pending, stopping = [first], False
-            deadline = time.monotonic() + self.window_s
+            # Collect while requests keep coming (each extends the window), for at most 4 windows.
+            started = time.monotonic()
+            deadline = started + self.window_s
             while sum(len(j.texts) for j in pending) < self.max_batch:
                 try:
                     job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -99,6 +101,7 @@ class Batcher:
                     stopping = True
                     break
                 pending.append(job)
+                deadline = min(time.monotonic() + self.window_s, started + 4 * self.window_s)
             pending = [job for job in pending if not job.future.done()]  # the client went away
             for group in self._groups(pending):
                 self._run(group)
