@@ -267,3 +267,23 @@ def test_fill_mask_equals_generate(tmp_path):
     assert got.status_code == 200 and got.json()["data"] == [json.loads(result.stdout)]
     no_mask = http.post("/v1/fill-mask", json={"input": "no mask here"})
     assert no_mask.status_code == 400 and no_mask.json()["error"]["param"] == "input"
+
+
+def test_chat_template_without_a_doubled_bos():
+    """A template that writes BOS itself, with a tokenizer that adds one: the prompt keeps one BOS."""
+    from tokenizers import processors
+
+    from lmtool.serve.completions import chat_prompt
+    from lmtool.serve.schemas import ChatRequest
+    from tests.eval_fixtures import _bpe_tokenizer
+
+    tokenizer = _bpe_tokenizer()
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    )
+    req = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert chat_prompt(tokenizer, req) == "<|endoftext|><user>hi<assistant>"  # GPT-2 style: adds no BOS
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tokenizer.bos_token_id)]
+    )
+    assert chat_prompt(tokenizer, req) == "<user>hi<assistant>"

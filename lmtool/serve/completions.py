@@ -33,9 +33,13 @@ def chat_prompt(tokenizer, req: ChatRequest) -> str:
     messages = [{"role": m.role, "content": m.content} for m in req.messages]
     if getattr(tokenizer, "chat_template", None):
         try:
-            return render_chat(tokenizer, messages, True, "messages")
+            text = render_chat(tokenizer, messages, True, "messages")
         except LmtoolError as exc:
             raise ApiError(400, str(exc), param="messages", code="invalid_value") from None
+        # The prompt is tokenized with special tokens (as `generate` does): a template's own BOS would double.
+        bos = tokenizer.bos_token
+        adds_bos = bos is not None and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]
+        return text[len(bos) :] if adds_bos and text.startswith(bos) else text
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
