@@ -287,3 +287,32 @@ def test_chat_template_without_a_doubled_bos():
         single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", tokenizer.bos_token_id)]
     )
     assert chat_prompt(tokenizer, req) == "<user>hi<assistant>"
+
+
+@pytest.mark.parametrize("kind", ["entities", "answer"])
+def test_tagger_and_qa_equal_predict(tmp_path, kind):
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering, BertForTokenClassification
+
+    from tests.eval_fixtures import _wordpiece_tokenizer
+    from tests.finetune_fixtures import TINY_BERT
+
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    labels = ["O", "B-PER", "I-PER"] if kind == "entities" else ["start", "end"]
+    config = BertConfig(**TINY_BERT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})  # fmt: skip
+    model = (BertForTokenClassification if kind == "entities" else BertForQuestionAnswering)(config)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    if kind == "entities":
+        inputs = ["the king and the queen walk", "every bird sings"]
+    else:
+        inputs = [{"question": "who walks?", "context": "the king and the queen walk to the castle"}]
+    args = [json.dumps(i) if isinstance(i, dict) else i for i in inputs]
+    result = run_inproc("predict", "--model", str(tmp_path), *args)
+    assert result.returncode == 0, result.stderr
+    got = _in_process(tmp_path).post(f"/v1/{kind}", json={"input": inputs})
+    assert got.status_code == 200 and got.json()["data"] == [
+        json.loads(line) for line in result.stdout.splitlines()
+    ]
