@@ -189,6 +189,17 @@ def test_refuses_public_bind_without_key(model_dir, monkeypatch):
     assert_usage_error(result, "--host 0.0.0.0", "--api-key")
 
 
+def test_port_in_use_exit_2(model_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_inproc("serve", "--model", str(model_dir), "--port", str(port))
+    assert_usage_error(result, f"cannot listen on 127.0.0.1:{port}")
+
+
 def test_without_the_extra_exit_2(model_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if `pip install lmtool[serve]` was never run
     result = run_inproc("serve", "--model", str(model_dir))

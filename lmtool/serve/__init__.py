@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ def run_serve(model: str, *, host: str, port: int, api_key: str | None, device: 
 
     from lmtool.serve.app import build_app
 
+    sock = _listen(host, port)  # before loading: a port in use is an exit-2 error, found at once
     server = load_server(model, limits, api_key, device, precision, max_batch, window_ms)
     config = uvicorn.Config(build_app(server), host=host, port=port, log_config=_log_config(),
                             timeout_graceful_shutdown=None, server_header=False)  # fmt: skip
@@ -71,13 +73,26 @@ def run_serve(model: str, *, host: str, port: int, api_key: str | None, device: 
     # uvicorn re-raises the signal that stopped it once it has drained; a no-op handler makes that a clean exit 0.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         signal.signal(signal.SIGTERM, previous)
         if server.batcher is not None:
             server.batcher.stop()
         server.tasks.shutdown()
     console.info("server stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn; exit 2 naming the address when it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise LmtoolError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def load_server(model: str, limits: Limits, api_key: str | None, device: str, precision: str, max_batch: int,
