@@ -206,16 +206,33 @@ def test_without_the_extra_exit_2(model_dir, monkeypatch):
     assert_usage_error(result, "pip install lmtool[serve]")
 
 
-def test_queue_full_is_429():
-    from lmtool.serve.http import Admission, ApiError
+def test_queue_full_is_429(model_dir):
+    """With --max-queue 1, a request arriving while one is still generating gets 429; then it is served."""
+    import asyncio
 
-    admission = Admission(1)
-    admission.enter()
-    with pytest.raises(ApiError) as exc:
-        admission.enter()
-    assert (exc.value.status, exc.value.code) == (429, "queue_full")
-    admission.leave()
-    admission.enter()
+    from lmtool.serve import Limits, load_server
+    from lmtool.serve.app import build_app
+
+    server = load_server(str(model_dir), Limits(max_queue=1), None, "cpu", "fp32", 16, 5.0)
+    held = []
+    submit, server.batcher.submit = server.batcher.submit, held.append  # the first job waits here
+    body = {**OK, "model": str(model_dir)}
+
+    async def scenario() -> tuple[int, dict, int]:
+        transport = httpx.ASGITransport(app=build_app(server))
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
+            first = asyncio.create_task(http.post("/v1/completions", json=body))
+            while not held:
+                await asyncio.sleep(0.01)
+            busy = await http.post("/v1/completions", json=body)
+            submit(held[0])
+            return busy.status_code, busy.json()["error"], (await first).status_code
+
+    try:
+        status, error, first = asyncio.run(scenario())
+    finally:
+        server.batcher.stop()
+    assert (status, error["code"], error["type"], first) == (429, "queue_full", "rate_limit_error", 200)
 
 
 def test_sigterm_drains_in_flight_then_exits_0(server, model_dir):
