@@ -286,8 +286,8 @@ def test_a_run_with_length_grouping_resumes_bitwise_and_differs_from_plain_order
 
     real_log = Trainer._log_train
 
-    def killed_at_37(self, record, bar):
-        real_log(self, record, bar)
+    def killed_at_37(self, record):
+        real_log(self, record)
         if record["step"] == 37:
             raise KeyboardInterrupt
 

@@ -273,8 +273,8 @@ def test_a_lora_run_resumes_bitwise(setup, lora_run, tmp_path, monkeypatch):
     config = write_config(setup, tmp_path, LORA)
     real_log = Trainer._log_train
 
-    def killed_at_6(self, record, bar):
-        real_log(self, record, bar)
+    def killed_at_6(self, record):
+        real_log(self, record)
         if record["step"] == 6:
             raise KeyboardInterrupt
 

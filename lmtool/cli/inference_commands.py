@@ -238,3 +238,54 @@ def predict(
 
     run_predict(model, texts or [], file, batch_size=batch_size, output_format=output_format,
                 max_length=max_length, stride=stride, device=device)  # fmt: skip
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model directory (e.g. runs/NAME/final).")],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (not loopback: needs --api-key).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="LMTOOL_API_KEY",
+            help="Require Authorization: Bearer KEY on /v1.",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16.")] = "fp32",
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Most sequences in one batched generate.")
+    ] = 16,
+    batch_window_ms: Annotated[
+        float, typer.Option("--batch-window-ms", help="How long to collect a batch.")
+    ] = 5.0,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Most tokens one choice may generate.")
+    ] = 512,
+    max_n: Annotated[int, typer.Option("--max-n", help="Most choices (n) per request.")] = 8,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Requests admitted at once; more get 429.")
+    ] = 256,
+    max_body: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body; more get 413.")] = 1
+    << 20,
+) -> None:
+    """Serve a model over HTTP: OpenAI-compatible completions and chat (causal LMs), fill-mask (masked LMs),
+    classify / entities / answer (the models predict reads).
+
+    Example: lmtool serve --model runs/quickstart/final --port 8000
+    """
+    from lmtool.errors import LmtoolError
+    from lmtool.serve import Limits, run_serve
+
+    for name, value in [("--max-batch", max_batch), ("--max-tokens", max_tokens), ("--max-n", max_n),
+                        ("--max-queue", max_queue), ("--max-body-bytes", max_body)]:  # fmt: skip
+        if value < 1:
+            raise LmtoolError(f"{name} must be at least 1 (got {value})")
+    limits = Limits(max_body_bytes=max_body, max_tokens=max_tokens, max_n=max_n, max_queue=max_queue)
+    run_serve(model, host=host, port=port, api_key=api_key or None, device=device, precision=precision,
+              limits=limits, max_batch=max_batch, window_ms=batch_window_ms)  # fmt: skip

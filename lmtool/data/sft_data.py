@@ -124,7 +124,7 @@ def chat_segments(tokenizer, messages: object, where: str) -> list[tuple[str, bo
             and isinstance(message.get("content"), str)
         ):
             raise LmtoolError(f"{where}: message {i} is not a {{role, content}} object with text values")
-    full = _render(tokenizer, messages, False, where)
+    full = render_chat(tokenizer, messages, False, where)
     for i, message in enumerate(messages):
         if message["content"].strip() and message["content"] not in full:
             raise LmtoolError(
@@ -135,8 +135,8 @@ def chat_segments(tokenizer, messages: object, where: str) -> list[tuple[str, bo
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:i], True, where) if i else ""
-        after = _render(tokenizer, messages[: i + 1], False, where)
+        before = render_chat(tokenizer, messages[:i], True, where) if i else ""
+        after = render_chat(tokenizer, messages[: i + 1], False, where)
         if not (full.startswith(after) and after.startswith(before) and len(before) >= done):
             raise LmtoolError(
                 f"{where}: the chat template renders turn {i} differently inside the conversation"
@@ -147,7 +147,8 @@ def chat_segments(tokenizer, messages: object, where: str) -> list[tuple[str, bo
     return [s for s in segments if s[0]]
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool, where: str) -> str:
+def render_chat(tokenizer, messages: list[dict], generation_prompt: bool, where: str) -> str:
+    """The chat template's text for `messages` (exit-2 errors name `where`); `lmtool serve` renders chats with it too."""
     try:
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=generation_prompt
