@@ -16,7 +16,7 @@ token (6N + 12·L·H·Q·T, `lmtool.train.metrics.flops_per_token`) / the GPU's 
 predicted memory (`plan.memory_gb_per_gpu.ddp`) and `plan_rel_error` against lmtool's measured peak.
 
 One JSON line on stdout (progress on stderr): per model the three runs, `ratio_lmtool_trainer` and
-`ratio_lmtool_loop` (tokens/s), the plan, and `met` against the goals of issue 20 (cuda only); exit 1 when
+`ratio_lmtool_loop` (tokens/s; GPT-2 also `lmtool_fused`, `train.fused_loss: true`, and its ratios), the plan, and `met` against the goals of issue 20 (cuda only); exit 1 when
 a run failed (named with its stderr tail; the other runs still go). About 6 minutes on an H100/H200, mostly
 compilation. Where a GPU is lent, with lmtool's dependencies installed:
 
@@ -25,8 +25,9 @@ compilation. Where a GPU is lent, with lmtool's dependencies installed:
 On the project's `device` machine (its image has torch and transformers but lacks datasets, pydantic and
 typer 0.29): here, once, `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
 manylinux2014_x86_64 -d .whl datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.4
-pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typer==0.29.2 accelerate==1.16.0`
-(.whl ignored via .git/info/exclude; accelerate for the Trainer), then `run` with carry [".whl"] and
+pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typer==0.29.2 accelerate==1.16.0 liger-kernel==0.8.5`
+(.whl ignored via .git/info/exclude; accelerate for the Trainer, liger-kernel for GPT-2's `lmtool_fused` run:
+`train.fused_loss` true), then `run` with carry [".whl"] and
 timeout_s 600:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site python3 scripts/bench_gpu.py --gpu h200 2>$OUT/bench_gpu.log | tee $OUT/bench_gpu.json
@@ -200,7 +201,12 @@ def spawn(worker: str, key: str, sets: list[str], work: Path, args: argparse.Nam
 
 
 def run_lmtool(
-    key: str, sets: list[str], work: Path, args: argparse.Namespace, flops_per_token: float
+    key: str,
+    sets: list[str],
+    work: Path,
+    args: argparse.Namespace,
+    flops_per_token: float,
+    name: str = "lmtool",
 ) -> dict:
     """`lmtool pretrain` through the CLI; tokens/s between the records at the end of the warm-up and the
     last step (each record is written once the step's loss reached the host)."""
@@ -208,9 +214,9 @@ def run_lmtool(
 
     from lmtool.train.metrics import peak_flops
 
-    progress(f"{key}: lmtool pretrain")
-    run_dir = work / f"{key}-lmtool"
-    lmtool(f"{key} lmtool", ["pretrain", str(CONFIGS[key]), *with_sets([*sets, f"run.output_dir={run_dir}"])])
+    progress(f"{key}: {name} pretrain")
+    run_dir = work / f"{key}-{name}"
+    lmtool(f"{key} {name}", ["pretrain", str(CONFIGS[key]), *with_sets([*sets, f"run.output_dir={run_dir}"])])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     by_step = {r["step"]: r for r in records if r["type"] == "train"}
     first, last = by_step[args.warmup], by_step[args.warmup + args.steps]
@@ -233,20 +239,28 @@ def bench_model(key: str, work: Path, args: argparse.Namespace, failed: list[dic
                  "precision": "bf16" if cuda else "fp32", "compiled": cuda, "parameters": plan["model"]["parameters"],
                  "plan": {"memory_gb_per_gpu_ddp": plan["memory_gb_per_gpu"]["ddp"],
                           "flops_per_token": plan["batch"]["flops_per_token"]}}  # fmt: skip
-    for worker in ("loop", "trainer", "lmtool"):  # the loop first: a GPU problem shows without lmtool
+    # the loop first: a GPU problem shows without lmtool; GPT-2 also with train.fused_loss (liger-kernel on CUDA)
+    workers = (
+        ("loop", "trainer", "lmtool", "lmtool_fused") if key == "gpt2" else ("loop", "trainer", "lmtool")
+    )
+    for worker in workers:
         try:
             if worker == "lmtool":
                 out[worker] = run_lmtool(key, sets, work, args, plan["batch"]["flops_per_token"])
+            elif worker == "lmtool_fused":
+                fused = [*sets, "train.fused_loss=true"]
+                out[worker] = run_lmtool(key, fused, work, args, plan["batch"]["flops_per_token"], worker)
             else:
                 out[worker] = spawn(worker, key, sets, work, args)
         except RunFailed as exc:
             name, tail = exc.args
             progress(f"{name} failed: {tail}")
             failed.append({"run": name, "stderr_tail": tail})
-    lm = out.get("lmtool", {}).get("tokens_per_s")
-    for other in ("trainer", "loop"):
-        theirs = out.get(other, {}).get("tokens_per_s")
-        out[f"ratio_lmtool_{other}"] = round(lm / theirs, 3) if lm and theirs else None
+    for ours in ("lmtool", "lmtool_fused")[: 2 if key == "gpt2" else 1]:
+        lm = out.get(ours, {}).get("tokens_per_s")
+        for other in ("trainer", "loop"):
+            theirs = out.get(other, {}).get("tokens_per_s")
+            out[f"ratio_{ours}_{other}"] = round(lm / theirs, 3) if lm and theirs else None
     if "lmtool" in out:
         predicted, measured = plan["memory_gb_per_gpu"]["ddp"]["total"], out["lmtool"]["peak_memory_gb"]
         out["plan_rel_error"] = round((predicted - measured) / measured, 4)
