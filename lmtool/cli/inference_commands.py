@@ -257,7 +257,9 @@ def serve(
         ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16.")] = "fp32",
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (causal and masked LMs).")
+    ] = "fp32",
     max_batch: Annotated[
         int, typer.Option("--max-batch", help="Most sequences in one batched generate.")
     ] = 16,

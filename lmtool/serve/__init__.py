@@ -16,6 +16,8 @@ from lmtool import console
 from lmtool.errors import LmtoolError
 
 LOOPBACK_NAMES = ("localhost",)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -54,6 +56,9 @@ def run_serve(model: str, *, host: str, port: int, api_key: str | None, device: 
         raise LmtoolError(
             f"--host {host} exposes the server beyond this machine: set --api-key or LMTOOL_API_KEY"
         )
+    for flag, value, choices in [("--device", device, DEVICES), ("--precision", precision, PRECISIONS)]:
+        if value not in choices:
+            raise LmtoolError(f"{flag} must be one of {', '.join(choices)} (got {value!r})")
     if not 0 <= port <= 65535:
         raise LmtoolError(f"--port must be 0-65535 (got {port})")
     import uvicorn
