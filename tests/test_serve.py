@@ -268,9 +268,10 @@ def _in_process(model_dir):
 
 
 def test_classify_equals_predict(tmp_path):
-    from tests.test_predict import TEXTS, _save_classifier
+    from tests.finetune_fixtures import save_classifier
+    from tests.test_predict import TEXTS
 
-    model_dir = _save_classifier(tmp_path / "cls", ["neg", "pos"])
+    model_dir = save_classifier(tmp_path / "cls", ["neg", "pos"])
     expected = [
         json.loads(line)
         for line in run_inproc("predict", "--model", str(model_dir), *TEXTS[:3]).stdout.splitlines()
