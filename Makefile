@@ -30,7 +30,7 @@ test-fast:
 # AdamW, FSDP2, peft LoRA, datasets features and loading), in a separate venv holding the LOWEST versions
 # pyproject.toml allows (scripts/min_versions.py pins each floor): a floor below an API's first release fails.
 VENV_MIN ?= .venv-min
-MIN_TESTS := tests/test_version_apis.py tests/test_models.py::test_gradient_checkpointing_raises_no_library_warning \
+MIN_TESTS := tests/test_version_apis.py tests/test_train_step.py tests/test_models.py::test_gradient_checkpointing_raises_no_library_warning \
 	tests/test_fsdp.py tests/test_finetune_lora.py tests/test_qa.py tests/test_train_engine.py tests/test_preprocess.py
 test-min:
 	test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
