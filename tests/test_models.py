@@ -94,8 +94,11 @@ def test_gradient_checkpointing_raises_no_library_warning(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert run_inproc("pretrain", str(config)).returncode == 0
+    # the CLI library's own deprecations (typer 0.24 with click 8.5 on the lowest versions) are not the model's
     assert [
-        str(w.message) for w in caught if issubclass(w.category, FutureWarning | DeprecationWarning)
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, FutureWarning | DeprecationWarning) and "click" not in str(w.message)
     ] == []
 
 

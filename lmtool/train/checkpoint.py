@@ -272,8 +272,9 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
+    state = {_current_name(key, params): value for key, value in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     loaded = {params[k].data_ptr() for k in state if k in params}
     untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
     if untied or unexpected:
@@ -329,3 +330,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
+
+
+def _current_name(key: str, params: dict) -> str:
+    """A layer norm's legacy name (`gamma`, `beta`), which some transformers 5 releases write back on save, as
+    the module calls it (`weight`, `bias`)."""
+    for legacy, current in _LEGACY_SUFFIXES.items():
+        if key.endswith(legacy) and key not in params and key[: -len(legacy)] + current in params:
+            return key[: -len(legacy)] + current
+    return key
