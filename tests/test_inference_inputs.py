@@ -178,6 +178,22 @@ def test_evaluate_max_length_past_the_model_positions(classifier_dir, tmp_path):
     assert_usage_error(result, "evaluate.max_length", "64 positions", "100000")
 
 
+def test_qa_evaluate_max_length_past_the_model_positions(task_dirs, tmp_path):
+    """QA models are evaluated on their own path (EM/F1): the same refusal (was exit 1 on a long window)."""
+    context = "the king sings " * 40
+    row = {
+        "question": "who sings",
+        "context": context,
+        "answers": {"text": ["the king"], "answer_start": [0]},
+    }
+    data = tmp_path / "val.jsonl"
+    data.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    result = run_inproc(
+        "evaluate", "--model", str(task_dirs["qa"]), "--data", str(data), "--max-length", "100000"
+    )
+    assert_usage_error(result, "evaluate.max_length", "64 positions", "100000")
+
+
 def test_max_length_0_is_refused(classifier_dir):
     """Row 3: --max-length 0 silently meant the default."""
     result = run_inproc("predict", "--model", str(classifier_dir), "--max-length", "0", "the king")

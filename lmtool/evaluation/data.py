@@ -133,3 +133,28 @@ def load_data(cfg: EvaluateConfig, default_dir: str, tokenizer, causal: bool) ->
         )
         raise ConfigError("evaluate.data", f"not found{hint}", value=name)
     return load_raw(str(path), cfg, tokenizer)
+
+
+def labeled_source(cfg: EvaluateConfig, default_dir: str) -> tuple[str, Path]:
+    """(the name given, its path) of a fine-tuned model's evaluation data: evaluate.data, else the config's
+    processed dir; exit 2 when it does not exist."""
+    name = cfg.data or default_dir
+    path = Path(name).expanduser()
+    if not path.exists():
+        hint = (
+            "" if cfg.data else " (the default, data.processed_dir): run `lmtool preprocess` or pass --data"
+        )
+        raise ConfigError("evaluate.data", f"not found{hint}", value=name)
+    return name, path
+
+
+def checked_max_length(cfg: EvaluateConfig, positions: int | None) -> int | None:
+    """evaluate.max_length (--max-length), refused past the model's `positions`."""
+    length = cfg.max_length
+    if length is not None and positions is not None and length > positions:
+        raise ConfigError(
+            "evaluate.max_length",
+            f"is larger than the model's {positions} positions ({cfg.model})",
+            value=length,
+        )
+    return length

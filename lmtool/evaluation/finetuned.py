@@ -17,6 +17,7 @@ from lmtool import console
 from lmtool.config import Config, ConfigError, EvaluateConfig, FinetuneConfig
 from lmtool.data.collate import IGNORE
 from lmtool.errors import LmtoolError
+from lmtool.evaluation.data import checked_max_length, labeled_source
 from lmtool.prediction.model import TASKS, Predictor, load_predictor
 
 KEY = "evaluate.data"
@@ -75,17 +76,11 @@ def _labeled_data(config: Config, pred: Predictor):
 
     cfg = config.evaluate
     ft = _finetune_settings(config, pred)
-    name = cfg.data or config.data.processed_dir
-    path = Path(name).expanduser()
+    name, path = labeled_source(cfg, config.data.processed_dir)
     if (path / "manifest.json").is_file():
         dataset, label = _processed(path, cfg, pred)
-    elif path.exists():
-        dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
     else:
-        hint = (
-            "" if cfg.data else " (the default, data.processed_dir): run `lmtool preprocess` or pass --data"
-        )
-        raise ConfigError(KEY, f"not found{hint}", value=name)
+        dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
     manifest = {"labels": pred.labels, "problem": pred.problem}
     task = make_finetune_task(
         manifest, pred.tokenizer, ft.model_copy(update={"class_weights": None}), pred.device
@@ -105,14 +100,8 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
         )
     ft = ft or FinetuneConfig(task=pred.task, max_length=pred.default_max_length())
     update: dict = {"problem": pred.problem, "labels": None}
-    length, positions = config.evaluate.max_length, pred.positions()
+    length = checked_max_length(config.evaluate, pred.positions())
     if length is not None:
-        if positions is not None and length > positions:
-            raise ConfigError(
-                "evaluate.max_length",
-                f"is larger than the model's {positions} positions ({config.evaluate.model})",
-                value=length,
-            )
         update["max_length"] = length
         body = length - pred.tokenizer.num_special_tokens_to_add(pair=False)
         default = FinetuneConfig.model_fields["stride"].default

@@ -8,8 +8,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from lmtool.config import Config, ConfigError, FinetuneConfig, SourceConfig
+from lmtool.config import Config, FinetuneConfig, SourceConfig
 from lmtool.errors import LmtoolError
+from lmtool.evaluation.data import checked_max_length
 from lmtool.prediction.answers import qa_settings
 from lmtool.prediction.model import Predictor
 from lmtool.tasks.qa import QAReference, QuestionAnsweringTask
@@ -19,13 +20,12 @@ KEY = "evaluate.data"
 
 def qa_data(config: Config, pred: Predictor):
     """(windows, label of the data, the QA task holding the questions' reference) for `evaluate.data`."""
+    from lmtool.evaluation.data import check_tokenizer, labeled_source, load_split
+
     cfg = config.evaluate
     ft = _settings(config, pred)
-    name = cfg.data or config.data.processed_dir
-    path = Path(name).expanduser()
+    name, path = labeled_source(cfg, config.data.processed_dir)
     if (path / "manifest.json").is_file():
-        from lmtool.evaluation.data import check_tokenizer, load_split
-
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("kind") != "finetune" or manifest.get("task") != "qa":
             raise LmtoolError(
@@ -37,10 +37,8 @@ def qa_data(config: Config, pred: Predictor):
             QAReference.load(path, cfg.split),
             f"{path}:{cfg.split}",
         )
-    elif path.exists():
-        (windows, reference), label = _raw(str(path), ft, pred, cfg.max_samples), name
     else:
-        raise ConfigError(KEY, "not found", value=name)
+        (windows, reference), label = _raw(str(path), ft, pred, cfg.max_samples), name
     return windows, label, QuestionAnsweringTask(pred.tokenizer, ft.qa, None, reference)
 
 
@@ -49,7 +47,7 @@ def _settings(config: Config, pred: Predictor) -> FinetuneConfig:
     settings; --max-length, else the section's, else the model's limit; the doc stride fits the window."""
     ft = config.finetune if config.finetune is not None and config.finetune.task == "qa" else None
     ft = ft or FinetuneConfig(task="qa", max_length=pred.default_max_length(), qa=qa_settings(pred))
-    max_length = config.evaluate.max_length or ft.max_length
+    max_length = checked_max_length(config.evaluate, pred.positions()) or ft.max_length
     stride = min(ft.qa.doc_stride, max_length // 4)
     return ft.model_copy(
         update={"max_length": max_length, "qa": ft.qa.model_copy(update={"doc_stride": stride})}
