@@ -70,7 +70,8 @@ def make_data(path: Path, key: str, block: int, blocks: int) -> Path:
 def short_run_sets(key: str, work: Path, device: str, steps: int) -> list[str]:
     """The synthetic data for `key` (enough blocks for every step) and the overrides every run of it shares:
     data, length, one micro-batch per step, no evaluation or saves, a 1-step warm-up (the configs' thousands
-    would keep the lr near 0), eager, precision; the smoke shape (2 layers, 64 wide, block 32, fp32) on CPU."""
+    would keep the lr near 0), eager, precision, the plain loss (bench_gpu adds a fused-loss run), no trackers or
+    report (they are not the engine's speed); the smoke shape (2 layers, 64 wide, block 32, fp32) on CPU."""
     from lmtool.config import load_config
 
     config, smoke = load_config(CONFIGS[key]), device == "cpu"
@@ -82,7 +83,8 @@ def short_run_sets(key: str, work: Path, device: str, steps: int) -> list[str]:
     sets = [f"data.processed_dir={data}", f"train.max_steps={steps}", "train.global_batch_tokens=null",
             f"train.global_batch_size={batch}", "train.eval_every=0", "train.save_every=0", "train.log_every=1",
             "train.keep_best=false", "train.stop_before=null", "train.warmup_steps=1", "train.compile=false",
-            f"train.device={device}", f"train.precision={'fp32' if smoke else 'bf16'}"]  # fmt: skip
+            f"train.device={device}", f"train.precision={'fp32' if smoke else 'bf16'}", "train.fused_loss=false",
+            "logging.wandb=null", "logging.report=false", "logging.tensorboard=false"]  # fmt: skip
     return [*sets, *SMOKE[key], f"data.block_size={block}", f"train.batch_size={batch}"] if smoke else sets
 
 
