@@ -10,6 +10,8 @@ optional `fused` extra is installed.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 IGNORE = -100
@@ -76,8 +78,9 @@ def liger_available() -> bool:
     return _liger() is not None
 
 
+@functools.cache
 def _liger():
-    """liger-kernel's fused linear cross-entropy (sum over the targets), if installed."""
+    """liger-kernel's fused linear cross-entropy (sum over the targets), if installed; looked up once."""
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     except Exception:  # noqa: BLE001 - not installed, or no Triton/GPU for it: the chunked PyTorch path
