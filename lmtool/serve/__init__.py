@@ -10,25 +10,14 @@ import ipaddress
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 
 from lmtool import console
 from lmtool.errors import LmtoolError
+from lmtool.serve.limits import Limits
 
 LOOPBACK_NAMES = ("localhost",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass
-class Limits:
-    """Per-server bounds (flags of `lmtool serve`)."""
-
-    max_body_bytes: int = 1 << 20
-    max_tokens: int = 512  # per choice; also bounded by the model's context
-    max_n: int = 8
-    max_prompts: int = 16  # prompts in one completions request
-    max_queue: int = 256  # requests admitted at once (queued or generating)
 
 
 def _require_stack() -> None:

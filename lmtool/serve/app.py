@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException
 
 from lmtool import console
 from lmtool.inference import Loaded
-from lmtool.serve import Limits
 from lmtool.serve.http import Admission, ApiError, check_key, error_response, read_json
+from lmtool.serve.limits import Limits
 from lmtool.serve.schemas import ChatRequest, CompletionRequest, FillMaskRequest
 
 
