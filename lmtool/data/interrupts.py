@@ -29,19 +29,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def stop_raises() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated while inside (main thread only)."""
-    try:
-        previous = {
-            signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
-        }
-    except ValueError:  # not the main thread: the caller keeps its own handling
+    with _handlers({signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate}):
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -70,11 +59,17 @@ def worker_pool(context, processes: int, initializer, initargs: tuple) -> Iterat
 
 @contextlib.contextmanager
 def _deferred(pending: list[int]) -> Iterator[None]:
+    with _handlers({sig: lambda signum, frame: pending.append(signum) for sig in STOP_SIGNALS}):
+        yield
+
+
+@contextlib.contextmanager
+def _handlers(handlers: dict) -> Iterator[None]:
+    """`handlers` installed while inside, the previous ones restored after. Off the main thread signals
+    cannot be handled here, so nothing changes: the caller keeps its own handling."""
     try:
-        previous = {
-            sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in STOP_SIGNALS
-        }
-    except ValueError:  # not the main thread: nothing to defer
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    except ValueError:
         yield
         return
     try:
