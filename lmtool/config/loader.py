@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmtool.config.errors import ConfigError, LmtoolError
 from lmtool.config.finetune import with_finetune_defaults
 from lmtool.config.schema import Config
 from lmtool.config.yaml_io import compose_and_load, yaml_load
-from lmtool.errors import ConfigError, LmtoolError
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -20,12 +20,12 @@ from lmtool.hub import require_hub
 from lmtool.model_dir import refuse_not_a_model
 from lmtool.models import (
     ARCH_ALIASES,
-    _check_block_size,
     _padded,
     count_parameters,
     model_from_config,
     scratch_config,
 )
+from lmtool.positions import check_fits, max_positions
 from lmtool.train.metrics import flops_per_token, matmul_parameters
 
 
@@ -137,7 +137,7 @@ def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
     vocab, source = _vocab(config)
     special = dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
     model_config = scratch_config(config, _padded(vocab, config.model.pad_vocab_multiple), special)
-    _check_block_size(config, model_config)
+    check_fits(config, max_positions(model_config), "model.config")
     return model_config, source
 
 
