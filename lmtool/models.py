@@ -29,7 +29,7 @@ from transformers import (
 from lmtool import lstm
 from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
-from lmtool.hub import require_hub
+from lmtool.hub import require_hub, require_model_source
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.positions import check_fits, max_positions, record_trained_context, scratch_positions
 
@@ -295,11 +295,12 @@ def load_model(
 def _from_pretrained(
     name: str, masked: bool, trust_remote_code: bool, key: str | None, overrides: dict | None = None
 ) -> PreTrainedModel:
-    if not os.path.isdir(name) and not looks_like_hub_id(name):
-        if key:
-            raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
+    if key:
+        require_model_source(name, key)
+    elif os.path.isdir(name) or looks_like_hub_id(name):
+        require_hub(name, "model")
+    else:
         raise LmtoolError(f"model directory not found: {name}")
-    require_hub(name, key or "model")
     auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
     try:
         return auto.from_pretrained(name, trust_remote_code=trust_remote_code, **(overrides or {}))

@@ -15,8 +15,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtool import console
-from lmtool.config import Config, ConfigError, looks_like_hub_id
-from lmtool.hub import require_hub
+from lmtool.config import Config, ConfigError
+from lmtool.hub import require_hub, require_model_source
 from lmtool.model_dir import TOKENIZER_FILES, refuse_not_a_model
 
 
@@ -26,11 +26,7 @@ def check_init_from(config: Config) -> None:
     if model.init_from is None:  # resize_embeddings without it: refused by the config's schema
         return
     name = os.path.expanduser(model.init_from)
-    if not os.path.isdir(name) and not looks_like_hub_id(model.init_from):
-        raise ConfigError(
-            "model.init_from", "directory not found (and not a hub model name)", value=model.init_from
-        )
-    require_hub(name, "model.init_from")
+    require_model_source(model.init_from, "model.init_from")
     refuse_not_a_model(name, "model.init_from")
     if model.resize_embeddings:
         return

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig
 
-from lmtool.config import Config, ConfigError, looks_like_hub_id
+from lmtool.config import Config
 from lmtool.errors import LmtoolError
 from lmtool.finetune.heads import TASK_AUTO
-from lmtool.hub import require_hub
+from lmtool.hub import require_model_source
 from lmtool.model_dir import refuse_not_a_model
 from lmtool.models import (
     ARCH_ALIASES,
@@ -122,11 +122,7 @@ def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
     """(the model's config, where its vocabulary size comes from)."""
     init_from = config.model.init_from
     if init_from is not None:
-        if not os.path.isdir(os.path.expanduser(init_from)) and not looks_like_hub_id(init_from):
-            raise ConfigError(
-                "model.init_from", "directory not found (and not a hub model name)", value=init_from
-            )
-        require_hub(init_from, "model.init_from")
+        require_model_source(init_from, "model.init_from")
         refuse_not_a_model(os.path.expanduser(init_from), "model.init_from")
         try:
             loaded = AutoConfig.from_pretrained(init_from, trust_remote_code=config.model.trust_remote_code)
