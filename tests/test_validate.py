@@ -33,6 +33,9 @@ def test_a_check_that_needs_no_model_fails_at_load_config(tmp_path, overrides, k
     with pytest.raises(ConfigError, match=fragment) as caught:
         load_config(raw_config(tmp_path), overrides)
     assert caught.value.key == key
+    assert str(caught.value).endswith(
+        "[from --set]"
+    )  # where the key was set, as for the schema's other errors
 
 
 def test_a_strategy_that_cannot_work_exits_2_before_preprocessing(tmp_path):

@@ -154,6 +154,11 @@ class _Locator:
 def _validate(raw: dict, located: _Locator) -> Config:
     try:
         return Config.model_validate(raw)
+    except ConfigError as exc:  # a validator's own error, naming its key: add where that key was set
+        where = located.where(tuple(exc.key.split(".")))
+        if where:
+            exc.args = (f"{exc.args[0]} [{where}]",)
+        raise
     except ValidationError as exc:
         errors = exc.errors()
         first = _strip_union_tags(errors[0]["loc"])
