@@ -20,9 +20,16 @@ from huggingface_hub import constants
 
 from lmtool import console
 from lmtool.config import looks_like_hub_id
-from lmtool.errors import LmtoolError
+from lmtool.errors import ConfigError, LmtoolError
 
 PROBE_SECONDS = 3.0  # a TCP connect to the endpoint (or proxy) answers in well under a second when online
+
+
+def require_model_source(name: str, key: str) -> None:
+    """`name`, set as config `key`, is a local directory or a hub model name this machine can load: else exit 2."""
+    if not os.path.isdir(os.path.expanduser(name)) and not looks_like_hub_id(name):
+        raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
+    require_hub(name, key)
 
 
 def require_hub(name: str, key: str, repo_type: str = "model") -> None:

@@ -18,9 +18,15 @@ from typing import Any
 import torch
 from transformers import AutoConfig, PreTrainedConfig
 
-from lmtool.config import Config, ConfigError, check_arch
-from lmtool.config.checks import check_config_keys
-from lmtool.models import _check_block_size, _padded, model_config_error, model_from_config, scratch_config
+from lmtool.config import Config, ConfigError
+from lmtool.models import (
+    _padded,
+    check_arch,
+    check_config_keys,
+    model_config_error,
+    model_from_config,
+    scratch_config,
+)
 
 PROBE_BATCH = 2
 PROBE_TOKENS = 8
@@ -31,7 +37,7 @@ _META = re.compile(r"\bmeta\b", re.IGNORECASE)
 def check_model_config(config: Config) -> None:
     """Exit-2 error naming the keys when the model to build from scratch cannot run a forward pass.
 
-    Covers model.arch, model.config, model.attention and data.block_size against the positions;
+    Covers model.arch, model.config and model.attention (data.block_size against the positions: `validate`);
     a model from model.init_from is built by its own checkpoint and is not probed: only its overrides are
     checked (`check_init_from_overrides`).
     """
@@ -44,7 +50,6 @@ def check_model_config(config: Config) -> None:
     model_config = scratch_config(
         config, vocab, dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
     )
-    _check_block_size(config, model_config)
     try:
         _forward(config, model_config, "meta")
     except ConfigError as exc:

@@ -27,17 +27,29 @@ from transformers import (
 )
 
 from lmtool import lstm
-from lmtool.config import Config, ConfigError, check_arch, looks_like_hub_id
+from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.errors import LmtoolError
-from lmtool.hub import require_hub
+from lmtool.hub import require_hub, require_model_source
 from lmtool.model_dir import check_model_dir, check_vocab_fits
-from lmtool.positions import max_positions, record_trained_context, scratch_positions
+from lmtool.positions import check_fits, max_positions, record_trained_context, scratch_positions
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 ARCH_ALIASES = {"lstm": lstm.LstmConfig.model_type}
 KV_HEAD_KEYS = ("num_key_value_heads", "num_kv_heads")
+COMMON_ARCHS = (
+    "gpt2",
+    "bert",
+    "lstm",
+    "llama",
+    "roberta",
+    "gpt_neox",
+    "mistral",
+    "qwen2",
+    "distilbert",
+    "opt",
+)
 # How transformers' messages name config attributes other than by their key (e.g. GPT-2's attention).
 MESSAGE_NAMES = {
     "hidden_size": ("embed_dim", "hidden size"),
@@ -67,7 +79,8 @@ def build_model(cfg: Config, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMo
         config = _config_from_scratch(cfg, tokenizer)
         torch.manual_seed(cfg.run.seed)
         model = model_from_config(cfg, config)
-    _check_block_size(cfg, model.config)
+    where = "the config of model.init_from" if cfg.model.init_from is not None else "model.config"
+    check_fits(cfg, max_positions(model.config), where)  # a hub model's positions are known only now
     record_trained_context(model.config, cfg.data.block_size, from_scratch=cfg.model.init_from is None)
     return model
 
@@ -141,20 +154,7 @@ def scratch_config(cfg: Config, vocab_size: int, special: dict[str, int | None])
     model_type = ARCH_ALIASES.get(cfg.model.arch, cfg.model.arch)
     config_class = AutoConfig.for_model(model_type).__class__
     known = _config_keys(config_class)
-    for key in cfg.model.config:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = (
-                f"did you mean 'model.config.{close[0]}'?"
-                if close
-                else f"see {config_class.__name__} for its keys"
-            )
-            raise ConfigError(
-                f"model.config.{key}",
-                f"is not a {cfg.model.arch} config key",
-                value=cfg.model.config[key],
-                hint=hint,
-            )
+    check_config_keys(cfg.model.config, known, cfg.model.arch, f"{config_class.__name__} for its keys")
     settings = {
         **{k: v for k, v in special.items() if k in known},
         "vocab_size": vocab_size,
@@ -167,6 +167,30 @@ def scratch_config(cfg: Config, vocab_size: int, special: dict[str, int | None])
         return AutoConfig.for_model(model_type, **settings)
     except (TypeError, ValueError, StrictDataclassError) as exc:
         raise model_config_error(cfg, exc) from None
+
+
+def check_arch(arch: str) -> None:
+    """Exit-2 error for an architecture neither lmtool nor transformers knows."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    known = set(CONFIG_MAPPING_NAMES) | set(ARCH_ALIASES)
+    if arch not in known:
+        close = difflib.get_close_matches(arch, sorted(known), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(
+            "model.arch",
+            f"unknown architecture; {hint}known: {', '.join(COMMON_ARCHS)} or any of {len(known)} transformers model types",
+            value=arch,
+        )
+
+
+def check_config_keys(overrides: dict, known: set[str], what: str, see: str) -> None:
+    """Each `model.config` key must be one of `known`, the settings of `what`'s config (`see` says where)."""
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean 'model.config.{close[0]}'?" if close else f"see {see}"
+            raise ConfigError(f"model.config.{key}", f"is not a {what} config key", value=value, hint=hint)
 
 
 def _kv_heads(config_class: type[PreTrainedConfig], user: dict, known: set[str]) -> dict:
@@ -213,17 +237,6 @@ def _padded(size: int, multiple: int) -> int:
 
 def _attention_kwargs(attention: str) -> dict:
     return {} if attention == "auto" else {"attn_implementation": attention}
-
-
-def _check_block_size(cfg: Config, config: PreTrainedConfig) -> None:
-    limit = max_positions(config)
-    if limit is not None and cfg.data.block_size > limit:
-        raise ConfigError(
-            "data.block_size",
-            f"is larger than the model's {limit} positions",
-            value=cfg.data.block_size,
-            hint="lower data.block_size or raise the positions in model.config",
-        )
 
 
 def is_causal_lm(model: PreTrainedModel) -> bool:
@@ -282,11 +295,12 @@ def load_model(
 def _from_pretrained(
     name: str, masked: bool, trust_remote_code: bool, key: str | None, overrides: dict | None = None
 ) -> PreTrainedModel:
-    if not os.path.isdir(name) and not looks_like_hub_id(name):
-        if key:
-            raise ConfigError(key, "directory not found (and not a hub model name)", value=name)
+    if key:
+        require_model_source(name, key)
+    elif os.path.isdir(name) or looks_like_hub_id(name):
+        require_hub(name, "model")
+    else:
         raise LmtoolError(f"model directory not found: {name}")
-    require_hub(name, key or "model")
     auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
     try:
         return auto.from_pretrained(name, trust_remote_code=trust_remote_code, **(overrides or {}))

@@ -15,28 +15,18 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtool import console
-from lmtool.config import Config, ConfigError, looks_like_hub_id
-from lmtool.hub import require_hub
+from lmtool.config import Config, ConfigError
+from lmtool.hub import require_hub, require_model_source
 from lmtool.model_dir import TOKENIZER_FILES, refuse_not_a_model
 
 
 def check_init_from(config: Config) -> None:
     """Before any preprocessing: model.init_from can be loaded, and the configured tokenizer can be its own."""
     model, tok = config.model, config.tokenizer
-    if model.init_from is None:
-        if model.resize_embeddings:
-            raise ConfigError(
-                "model.resize_embeddings",
-                "applies only with model.init_from (a model built from scratch gets embeddings for its tokenizer)",
-                value=True,
-            )
+    if model.init_from is None:  # resize_embeddings without it: refused by the config's schema
         return
     name = os.path.expanduser(model.init_from)
-    if not os.path.isdir(name) and not looks_like_hub_id(model.init_from):
-        raise ConfigError(
-            "model.init_from", "directory not found (and not a hub model name)", value=model.init_from
-        )
-    require_hub(name, "model.init_from")
+    require_model_source(model.init_from, "model.init_from")
     refuse_not_a_model(name, "model.init_from")
     if model.resize_embeddings:
         return

@@ -8,7 +8,14 @@ transformers), which `lmtool evaluate` takes as its default window.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
 from transformers import PreTrainedConfig
+
+from lmtool.config import Config, ConfigError
 
 POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length")
 TRAINED_CONTEXT_KEY = "lmtool_block_size"
@@ -59,3 +66,37 @@ def record_trained_context(config: PreTrainedConfig, block_size: int, *, from_sc
     longer of that and the context it already had."""
     earlier = None if from_scratch else trained_context(config)
     setattr(config, TRAINED_CONTEXT_KEY, max(block_size, earlier or 0))
+
+
+def model_positions(config: Config) -> tuple[int | None, str]:
+    """The longest sequence the configured model takes, and where that number comes from.
+    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded, or a model
+    built from scratch without positions in model.config: it gets data.block_size positions."""
+    model = config.model
+    limit = max_positions(SimpleNamespace(**model.config))
+    if limit is not None:
+        return limit, "model.config"
+    if model.init_from is not None:
+        config_file = Path(os.path.expanduser(model.init_from)) / "config.json"
+        try:
+            saved = json.loads(config_file.read_text())
+        except (OSError, ValueError):
+            return None, ""
+        limit = max_positions(SimpleNamespace(**saved)) if isinstance(saved, dict) else None
+        return limit, str(config_file)
+    return None, ""
+
+
+def check_fits(config: Config, limit: int | None, where: str) -> None:
+    """data.block_size (fine-tuning: finetune.max_length) is at most the model's `limit` positions (read
+    from `where`): the one check of the sequence length against the model."""
+    key, length = "data.block_size", config.data.block_size
+    if config.finetune is not None:
+        key, length = "finetune.max_length", config.finetune.max_length
+    if limit is not None and length > limit:
+        raise ConfigError(
+            key,
+            f"is larger than the model's {limit} positions ({where})",
+            value=length,
+            hint=f"lower {key} or raise the model's positions in model.config",
+        )

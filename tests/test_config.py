@@ -130,13 +130,14 @@ def test_every_shipped_config_validates(path, monkeypatch):
     """Schema, and the model section: the architecture's config takes every key and the block fits.
     (The data paths of the real-size configs are the user's to provide; MINILM is the MiniLM package's
     model directory, which the finetune configs document how to export.)"""
-    from lmtool.models import _check_block_size, _config_from_scratch
+    from lmtool.models import _config_from_scratch
+    from lmtool.positions import check_fits, max_positions
 
     monkeypatch.setenv("MINILM", "/minilm/model")
     config = load_config(path)
     assert config.run.name
     if config.model.init_from is None:
-        _check_block_size(config, _config_from_scratch(config, _VocabOnly()))
+        check_fits(config, max_positions(_config_from_scratch(config, _VocabOnly())), "model.config")
     if path.name.startswith("finetune-"):
         assert config.finetune is not None and config.model.init_from
         assert config.train.final_model == "best" and config.train.epochs

@@ -31,7 +31,7 @@ def test_from_scratch_positions_are_the_block_size(tmp_path):
 
 def test_preprocess_takes_any_block_size_for_a_model_built_from_scratch(tmp_path):
     """GPT-2 defaults to 1024 positions, but from scratch it gets the block size: 2048 is no error."""
-    from lmtool.data.preprocess import model_positions
+    from lmtool.positions import model_positions
 
     assert model_positions(config(tmp_path, 2048, arch="gpt2", config=SMALL))[0] is None
     assert (

@@ -427,11 +427,6 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[dict], dict, list[str]]]:
             {"encoding_errors": "fail"},
             ["bin.txt", "not valid UTF-8"],
         ),
-        "block too long": (
-            [{"path": str(tmp_path / "ok.txt")}],
-            {"block_size": 2048},
-            ["data.block_size", "1024 positions"],
-        ),
         "unwritable": (
             [{"path": str(tmp_path / "ok.txt")}],
             {"processed_dir": str(tmp_path / "ok.txt" / "out")},
@@ -448,7 +443,6 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[dict], dict, list[str]]]:
         "empty after cleaning",
         "missing text_field",
         "undecodable",
-        "block too long",
         "unwritable",
     ],
 )

@@ -28,10 +28,10 @@ def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
 
     Example: lmtool config validate configs/quickstart.yaml
     """
-    from lmtool.config import check_references, load_config
+    from lmtool.config import load_config
+    from lmtool.validate import validate
 
-    cfg = load_config(config, set_ or [])
-    check_references(cfg)
+    validate(load_config(config, set_ or []))
     console.info(f"{config}: valid")
 
 

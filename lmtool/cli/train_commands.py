@@ -21,8 +21,11 @@ def preprocess(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt =
     """
     from lmtool.config import load_config
     from lmtool.data.preprocess import run_preprocess
+    from lmtool.validate import validate
 
-    print(run_preprocess(load_config(config, set_ or []), overwrite=overwrite))
+    cfg = load_config(config, set_ or [])
+    validate(cfg, "preprocess")
+    print(run_preprocess(cfg, overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------- pretrain

@@ -14,19 +14,18 @@ from lmtool.config.data import (
     TokenizerConfig,
     TokenizerTrainConfig,
 )
+from lmtool.config.errors import ConfigError
 from lmtool.config.finetune import ConllConfig, FinetuneConfig
 from lmtool.config.inference import EvaluateConfig, GenerateConfig, LoggingConfig, WandbConfig
 from lmtool.config.loader import dump_config, json_schema, load_config, parse_override
-from lmtool.config.model import ModelConfig, check_arch
-from lmtool.config.references import check_references, looks_like_hub_id
+from lmtool.config.model import ModelConfig, looks_like_hub_id
 from lmtool.config.schema import Config
 from lmtool.config.train import DistributedConfig, MLMConfig, TrainConfig
 from lmtool.config.yaml_io import yaml_load
-from lmtool.errors import ConfigError
 
 __all__ = [
     "CleanConfig", "Config", "ConllConfig", "ConfigError", "DataConfig", "Device", "EvaluateConfig", "FinetuneConfig", "GenerateConfig",
     "DistributedConfig", "LoggingConfig", "MLMConfig", "ModelConfig", "Precision", "RunConfig", "Section", "SourceConfig",
-    "TokenizerConfig", "TokenizerTrainConfig", "TrainConfig", "WandbConfig", "check_arch", "check_references",
+    "TokenizerConfig", "TokenizerTrainConfig", "TrainConfig", "WandbConfig",
     "dump_config", "json_schema", "load_config", "looks_like_hub_id", "parse_override", "yaml_load",
 ]  # fmt: skip

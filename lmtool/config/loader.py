@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmtool.config.errors import ConfigError, LmtoolError
 from lmtool.config.finetune import with_finetune_defaults
 from lmtool.config.schema import Config
 from lmtool.config.yaml_io import compose_and_load, yaml_load
-from lmtool.errors import ConfigError, LmtoolError
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -154,6 +154,11 @@ class _Locator:
 def _validate(raw: dict, located: _Locator) -> Config:
     try:
         return Config.model_validate(raw)
+    except ConfigError as exc:  # a validator's own error, naming its key: add where that key was set
+        where = located.where(tuple(exc.key.split(".")))
+        if where:
+            exc.args = (f"{exc.args[0]} [{where}]",)
+        raise
     except ValidationError as exc:
         errors = exc.errors()
         first = _strip_union_tags(errors[0]["loc"])

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import difflib
+import math
+import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from lmtool.config.base import Section
-from lmtool.errors import ConfigError
+from lmtool.config.errors import ConfigError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """`gpt2` or `org/model` (not a path that starts with . or / and has no more than one slash)."""
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
+
 
 # --------------------------------------------------------------------------- model
-
-
-COMMON_ARCHS = (
-    "gpt2",
-    "bert",
-    "lstm",
-    "llama",
-    "roberta",
-    "gpt_neox",
-    "mistral",
-    "qwen2",
-    "distilbert",
-    "opt",
-)
 
 
 class ModelConfig(Section):
@@ -55,17 +50,31 @@ class ModelConfig(Section):
         "for it (tokens both vocabularies share keep their vectors, the others start fresh). Off: the tokenizer must be the checkpoint's.",
     )
 
+    @model_validator(mode="after")
+    def _resize_needs_init_from(self) -> ModelConfig:
+        if self.resize_embeddings and self.init_from is None:
+            raise ConfigError(
+                "model.resize_embeddings",
+                "applies only with model.init_from (a model built from scratch gets embeddings for its tokenizer)",
+                value=True,
+            )
+        return self
 
-def check_arch(arch: str) -> None:
-    """Exit-2 error for an architecture neither lmtool nor transformers knows (imports transformers: ~3 s)."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    @field_validator("config")
+    @classmethod
+    def _finite(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Free-form, so the sections' finite-numbers rule does not reach inside: checked here, key by key."""
+        for key, value in overrides.items():
+            _check_finite(f"model.config.{key}", value)
+        return overrides
 
-    known = set(CONFIG_MAPPING_NAMES) | {"lstm"}
-    if arch not in known:
-        close = difflib.get_close_matches(arch, sorted(known), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(
-            "model.arch",
-            f"unknown architecture; {hint}known: {', '.join(COMMON_ARCHS)} or any of {len(known)} transformers model types",
-            value=arch,
-        )
+
+def _check_finite(key: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, "must be a finite number", value=value)
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(f"{key}.{name}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(f"{key}.{index}", item)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from lmtool.config.base import Device, Precision, Section
+from lmtool.config.errors import ConfigError
 
 # --------------------------------------------------------------------------- train
 
@@ -186,4 +187,14 @@ class TrainConfig(Section):
             raise ValueError("set global_batch_size or global_batch_tokens, not both")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ValueError("set warmup_steps or warmup_ratio, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _async_needs_fsdp(self) -> TrainConfig:
+        if self.async_checkpoint and self.distributed.strategy != "fsdp":
+            raise ConfigError(
+                "train.async_checkpoint",
+                "needs train.distributed.strategy fsdp (sharded checkpoints); ddp checkpoints are written by rank 0 alone",
+                value=True,
+            )
         return self

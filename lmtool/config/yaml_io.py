@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from lmtool.errors import ConfigError, LmtoolError
+from lmtool.config.errors import ConfigError, LmtoolError
 
 # A real config has a few hundred values; aliases may share sections, not multiply them past this.
 MAX_EXPANDED_NODES = 100_000

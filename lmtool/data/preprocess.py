@@ -53,6 +53,7 @@ from lmtool.data.tokenizer import (
 from lmtool.diskfull import disk_full_error
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.permissions import apply_umask
+from lmtool.positions import model_positions
 from lmtool.runlock import DirLock
 
 # Config keys that change how the work is done but not what it produces: left out of the cache key.
@@ -85,7 +86,6 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
     if up_to_date(out, key):  # read-only: also works on a directory we may not write
         console.info(f"{out} is up to date (same sources and settings); nothing to do")
         return out
-    _check_block_size(config)
     with stop_raises(), DirLock(out, "data.processed_dir"):
         if up_to_date(out, key):  # another run may have finished it just before
             console.info(f"{out} is up to date (same sources and settings); nothing to do")
@@ -152,43 +152,6 @@ def content_key(config: Config, sources: list[src.Source]) -> str:
     if config.finetune is not None:
         payload |= labeled_build.key_parts(config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _check_block_size(config: Config) -> None:
-    limit, where = model_positions(config)
-    key, length = "data.block_size", config.data.block_size
-    if config.finetune is not None:
-        key, length = "finetune.max_length", config.finetune.max_length
-    if limit is not None and length > limit:
-        raise ConfigError(
-            key,
-            f"is larger than the {limit} positions the model takes ({where})",
-            value=length,
-            hint=f"lower {key} or raise the model's positions in model.config",
-        )
-
-
-def model_positions(config: Config) -> tuple[int | None, str]:
-    """The longest sequence the configured model takes, and where that number comes from.
-    Hub checkpoints are not looked up (we may be offline); None means unknown or unbounded, or a model
-    built from scratch without positions in model.config: it gets data.block_size positions."""
-    from types import SimpleNamespace
-
-    from lmtool.positions import max_positions
-
-    model = config.model
-    limit = max_positions(SimpleNamespace(**model.config))
-    if limit is not None:
-        return limit, "model.config"
-    if model.init_from is not None:
-        config_file = Path(os.path.expanduser(model.init_from)) / "config.json"
-        try:
-            saved = json.loads(config_file.read_text())
-        except (OSError, ValueError):
-            return None, ""
-        limit = max_positions(SimpleNamespace(**saved)) if isinstance(saved, dict) else None
-        return limit, str(config_file)
-    return None, ""
 
 
 def _quiet_datasets() -> None:

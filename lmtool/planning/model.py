@@ -13,19 +13,19 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig
 
-from lmtool.config import Config, ConfigError, looks_like_hub_id
+from lmtool.config import Config
 from lmtool.errors import LmtoolError
 from lmtool.finetune.heads import TASK_AUTO
-from lmtool.hub import require_hub
+from lmtool.hub import require_model_source
 from lmtool.model_dir import refuse_not_a_model
 from lmtool.models import (
     ARCH_ALIASES,
-    _check_block_size,
     _padded,
     count_parameters,
     model_from_config,
     scratch_config,
 )
+from lmtool.positions import check_fits, max_positions
 from lmtool.train.metrics import flops_per_token, matmul_parameters
 
 
@@ -122,11 +122,7 @@ def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
     """(the model's config, where its vocabulary size comes from)."""
     init_from = config.model.init_from
     if init_from is not None:
-        if not os.path.isdir(os.path.expanduser(init_from)) and not looks_like_hub_id(init_from):
-            raise ConfigError(
-                "model.init_from", "directory not found (and not a hub model name)", value=init_from
-            )
-        require_hub(init_from, "model.init_from")
+        require_model_source(init_from, "model.init_from")
         refuse_not_a_model(os.path.expanduser(init_from), "model.init_from")
         try:
             loaded = AutoConfig.from_pretrained(init_from, trust_remote_code=config.model.trust_remote_code)
@@ -137,7 +133,7 @@ def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:
     vocab, source = _vocab(config)
     special = dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), 0)
     model_config = scratch_config(config, _padded(vocab, config.model.pad_vocab_multiple), special)
-    _check_block_size(config, model_config)
+    check_fits(config, max_positions(model_config), "model.config")
     return model_config, source
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,45 +24,13 @@ from lmtool.recipes.common import (
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
+from lmtool.validate import validate
 
 
 def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
     """Fine-tune `model.init_from` as the config says; return the directory of the model to use
     (final/, which holds the best validated weights when there is a validation split)."""
-    if config.finetune is None:
-        raise ConfigError(
-            "finetune",
-            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | qa | sft)",
-            has_value=False,
-        )
-    if config.model.init_from is None:
-        raise ConfigError(
-            "model.init_from",
-            "is required: the pretrained model (directory or hub name) to fine-tune",
-            value=None,
-        )
-    if config.finetune.lora is not None:
-        from lmtool.finetune.lora import require_peft
-
-        require_peft()
-    return run_on_every_rank(config, _finetune, overwrite, checks=_checks)
-
-
-def _checks(config: Config) -> None:
-    """The model to fine-tune, and settings that cannot go together, refused before any preprocessing or
-    training time is spent."""
-    from lmtool.finetune.heads import check_model, check_other_task_head
-    from lmtool.model_check import check_init_from_overrides
-
-    if config.finetune.lora is not None and config.train.distributed.strategy == "fsdp":
-        raise ConfigError(
-            "train.distributed.strategy",
-            "fsdp cannot checkpoint a LoRA model (its checkpoints hold only the adapters): use ddp with finetune.lora",
-            value="fsdp",
-        )
-    loaded = check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
-    check_other_task_head(loaded, config.model.init_from, config.finetune.task, config.finetune.reinit_head)
-    check_init_from_overrides(config, loaded)
+    return run_on_every_rank(config, _finetune, overwrite, checks=partial(validate, command="finetune"))
 
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:

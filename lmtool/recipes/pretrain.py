@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,20 +22,12 @@ from lmtool.recipes.common import (
 )
 from lmtool.train import distributed
 from lmtool.train.precision import enable_tf32, keep_cpu_memory, resolve_precision
+from lmtool.validate import validate
 
 
 def run_pretrain(config: Config, *, overwrite: bool = False) -> Path:
     """Train as the config says and return the final model directory."""
-    return run_on_every_rank(config, _pretrain, overwrite, checks=_checks)
-
-
-def _checks(config: Config) -> None:
-    """Settings that would fail later, refused before any preprocessing or training time is spent."""
-    from lmtool.model_check import check_model_config
-    from lmtool.pairing import check_init_from
-
-    check_model_config(config)
-    check_init_from(config)
+    return run_on_every_rank(config, _pretrain, overwrite, checks=partial(validate, command="pretrain"))
 
 
 def _pretrain(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
