@@ -65,3 +65,9 @@ def short_repr(value: object, limit: int = 80) -> str:
         return text
     head = (limit - 3) // 3
     return text[:head] + "..." + text[len(text) - (limit - 3 - head) :]
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (a library's may run to pages), else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
