@@ -11,7 +11,7 @@ import typer
 from lmtool.cli import app
 from lmtool.cli.commands import COMMANDS
 from lmtool.cli.options import CONFIG, DEVICE, OVERWRITE, SET, option
-from lmtool.cli.table import Command, _invoke
+from lmtool.cli.table import Command, invoke
 
 
 def _registered() -> dict[str, click.Command]:
@@ -62,5 +62,5 @@ def test_settings_flags_override_the_section_after_the_sets():
     row = Command(
         "t", lambda cfg, **rest: got.update(cfg=cfg, rest=rest), "T.", (CONFIG, SET, seed), "generate"
     )
-    _invoke(row, {"config": None, "set_": ["generate.seed=1", "generate.top_k=5"], "seed": 7})
+    invoke(row, {"config": None, "set_": ["generate.seed=1", "generate.top_k=5"], "seed": 7})
     assert (got["cfg"].generate.seed, got["cfg"].generate.top_k, got["rest"]) == (7, 5, {})

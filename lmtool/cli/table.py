@@ -1,6 +1,6 @@
 """What a row of the command table holds, and how a row becomes a typer command and runs.
 
-Every command runs the same way (`_invoke`): its usage check, then, for a command with a CONFIG,
+Every command runs the same way (`invoke`): its usage check, then, for a command with a CONFIG,
 the config loaded with its `--set`s and its settings flags as overrides, then its function.
 """
 
@@ -45,7 +45,7 @@ def _callback(command: Command) -> Callable[..., None]:
     """A function whose signature declares `command`'s parameters, the way typer reads them."""
 
     def callback(**values: Any) -> None:
-        _invoke(command, values)
+        invoke(command, values)
 
     parameters = [
         inspect.Parameter(
@@ -59,7 +59,7 @@ def _callback(command: Command) -> Callable[..., None]:
     return callback
 
 
-def _invoke(command: Command, values: dict[str, Any]) -> None:
+def invoke(command: Command, values: dict[str, Any]) -> None:
     """Check, load the config (for a command that has one), run."""
     if command.check is not None:
         command.check(values)
@@ -77,4 +77,6 @@ def _invoke(command: Command, values: dict[str, Any]) -> None:
         if (value := values.pop(p.name)) is not None
     ]
     cfg = load_config(path, [*sets, *overrides])
+    # Every command's config is loaded here and nowhere else: the checks that need a model or the
+    # disk belong right after this line, once, before any work.
     command.run(cfg, **values)
