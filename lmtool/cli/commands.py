@@ -17,7 +17,9 @@ from lmtool.cli.options import (
     FORMAT,
     MAX_LENGTH,
     MODEL,
+    OUT,
     OVERWRITE,
+    PRECISION,
     SET,
     STRIDE,
     argument,
@@ -218,13 +220,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="Require Authorization: Bearer KEY on /v1.",
             ),
             DEVICE,
-            option(
-                "precision",
-                str,
-                "--precision",
-                default="fp32",
-                help="auto | fp32 | bf16 | fp16 (causal and masked LMs).",
-            ),
+            PRECISION,
             option(
                 "max_batch", int, "--max-batch", default=16, help="Most sequences in one batched generate."
             ),
@@ -291,12 +287,7 @@ COMMANDS: tuple[Command, ...] = (
         """,
         params=(
             argument("run_dirs", list[Path], metavar="RUN_DIR", help="Run directories (run.output_dir)."),
-            option(
-                "out",
-                Path | None,
-                "--out",
-                help="Where to write report.md and the plots [default: the first RUN_DIR].",
-            ),
+            OUT,
         ),
     ),
     Command(

@@ -96,3 +96,9 @@ FORMAT = option(
     "--format",
     help="auto | text | jsonl [default: text on a terminal, else jsonl].",
 )
+PRECISION = option(
+    "precision", str, "--precision", default="fp32", help="auto | fp32 | bf16 | fp16 (causal and masked LMs)."
+)
+OUT = option(
+    "out", Path | None, "--out", help="Where to write report.md and the plots [default: the first RUN_DIR]."
+)
