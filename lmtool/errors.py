@@ -6,7 +6,7 @@ from lmtool.config.errors import EXIT_USAGE, ConfigError, LmtoolError, short_rep
 
 __all__ = [
     "EXIT_BROKEN_PIPE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REQUEUE", "EXIT_TERMINATED", "EXIT_USAGE",
-    "ConfigError", "LmtoolError", "Preempted", "Terminated", "TrainingStopped", "short_repr",
+    "ConfigError", "LmtoolError", "Preempted", "Terminated", "TrainingStopped", "first_line", "short_repr",
 ]  # fmt: skip
 
 EXIT_OK = 0
@@ -32,3 +32,9 @@ class Terminated(BaseException):
     KeyboardInterrupt, so that no `except Exception` swallows it on the way out."""
 
     exit_code = EXIT_TERMINATED
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (a library's may run to pages), else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

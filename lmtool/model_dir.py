@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmtool.errors import LmtoolError
+from lmtool.errors import LmtoolError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -73,7 +73,7 @@ def check_model_dir(path: str) -> None:
     try:
         json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise LmtoolError(f"{config} is not readable JSON: {_first_line(exc)}") from None
+        raise LmtoolError(f"{config} is not readable JSON: {first_line(exc)}") from None
     for weights in _weight_files(Path(path)):
         if weights.suffix == ".safetensors":
             check_safetensors(weights)
@@ -114,7 +114,7 @@ def check_safetensors(file: Path) -> None:
         raise LmtoolError(f"cannot read {file}: {exc.strerror or exc}") from None
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise LmtoolError(
-            f"{file} is truncated or corrupt ({_first_line(exc)}): save the model again"
+            f"{file} is truncated or corrupt ({first_line(exc)}): save the model again"
         ) from None
     if 8 + length + end != size:
         raise LmtoolError(
@@ -135,7 +135,7 @@ def _weight_files(path: Path) -> list[Path]:
                 )
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise LmtoolError(
-                    f"{path / index} is not a readable weight index: {_first_line(exc)}"
+                    f"{path / index} is not a readable weight index: {first_line(exc)}"
                 ) from None
             missing = [name for name in names if not (path / name).is_file()]
             if missing:
@@ -152,8 +152,3 @@ def _check_readable(file: Path) -> None:
             stream.read(1)
     except OSError as exc:
         raise LmtoolError(f"cannot read {file}: {exc.strerror or exc}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ from transformers import (
 
 from lmtool import lstm
 from lmtool.config import Config, ConfigError, looks_like_hub_id
-from lmtool.errors import LmtoolError
+from lmtool.errors import LmtoolError, first_line
 from lmtool.hub import require_hub, require_model_source
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.positions import check_fits, max_positions, record_trained_context, scratch_positions
@@ -272,13 +272,13 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as exc:
         raise LmtoolError(
-            f"{path} has no usable tokenizer (save one with the model): {_first_line(exc)}"
+            f"{path} has no usable tokenizer (save one with the model): {first_line(exc)}"
         ) from None
     if for_masked_lm is None:
         try:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
-            raise LmtoolError(f"{path} is not a model directory: {_first_line(exc)}") from None
+            raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
         task_heads = [name for name in config.architectures or [] if name.endswith(TASK_HEAD_SUFFIXES)]
         if task_heads:
             raise LmtoolError(
@@ -306,12 +306,7 @@ def _from_pretrained(
         return auto.from_pretrained(name, trust_remote_code=trust_remote_code, **(overrides or {}))
     except (OSError, ValueError) as exc:
         where = f"{key}: " if key else ""
-        raise LmtoolError(f"{where}cannot load model {name}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise LmtoolError(f"{where}cannot load model {name}: {first_line(exc)}") from None
 
 
 def count_parameters(model: torch.nn.Module, *, exclude_embeddings: bool = False) -> int:

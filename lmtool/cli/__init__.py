@@ -1,10 +1,11 @@
-"""The `lmtool` command line: one thin function per subcommand; the work lives in the modules.
+"""The `lmtool` command line: a table of commands (commands.py) on a Typer app (app.py); the work
+lives in the modules each command's function imports."""
 
-Importing the command modules registers their commands on the app.
-"""
-
-from lmtool.cli import config_commands, inference_commands, train_commands  # noqa: F401
-from lmtool.cli.app import app
+from lmtool.cli.app import app, config_app
+from lmtool.cli.commands import COMMANDS
 from lmtool.cli.main import main
+from lmtool.cli.table import register
+
+register({"": app, "config": config_app}, COMMANDS)
 
 __all__ = ["app", "main"]

@@ -1,11 +1,10 @@
-"""The `lmtool` Typer app, its global options and the option types the commands share."""
+"""The `lmtool` Typer app and its global options (the commands come from the table in commands.py)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,22 +35,6 @@ class LogFormat(str, Enum):
     auto = "auto"
     plain = "plain"
     json = "json"
-
-
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False, metavar="CONFIG")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        "-s",
-        metavar="KEY=VALUE",
-        help="Override a config value: key.path=value (repeatable).",
-        show_default=False,
-    ),
-]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an existing output directory instead of refusing.")
-]
 
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmtool.cli.commands import COMMANDS
+from lmtool.cli.options import SET
+
 # Hugging Face Trainer / example-script names whose lmtool key has another name.
 _TRAINER_NAMES = {
     "learning_rate": "train.lr",
@@ -22,14 +25,6 @@ _TRAINER_NAMES = {
     "bf16": "train.precision",
     "fp16": "train.precision",
 }
-# The section a command's own settings live in: preferred when a name is in several sections.
-_COMMAND_SECTION = {
-    "preprocess": "data",
-    "pretrain": "train",
-    "finetune": "finetune",
-    "evaluate": "evaluate",
-    "generate": "generate",
-}
 
 
 def unknown_option_message(option: str, ctx: Any, argv: list[str]) -> str | None:
@@ -41,7 +36,7 @@ def unknown_option_message(option: str, ctx: Any, argv: list[str]) -> str | None
             f"{option} is a global option: put it before the command "
             f"(`{root.command_path} {option} {after} ...`)"
         )
-    if not any(param.name == "set_" for param in ctx.command.params):
+    if not any(param.name == SET.name for param in ctx.command.params):
         return None
     keys = _keys_for(option.lstrip("-").replace("-", "_"), ctx.info_name)
     if not keys:
@@ -60,7 +55,8 @@ def _keys_for(name: str, command: str | None) -> list[str]:
     if name in _TRAINER_NAMES:
         return [_TRAINER_NAMES[name]]
     keys = [key for key in settable_keys() if key.rsplit(".", 1)[-1] == name]
-    own = [key for key in keys if key.split(".", 1)[0] == _COMMAND_SECTION.get(command or "")]
+    section = next((row.section for row in COMMANDS if row.name == command), None)
+    own = [key for key in keys if key.split(".", 1)[0] == section]
     return (own or keys)[:3]
 
 

@@ -19,7 +19,7 @@ from lmtool.data.decode import unreadable
 from lmtool.data.files import files_under, glob_files
 from lmtool.data.readers import read_documents
 from lmtool.diskfull import is_disk_full
-from lmtool.errors import ConfigError, LmtoolError
+from lmtool.errors import ConfigError, LmtoolError, first_line
 from lmtool.hub import require_hub
 
 FORMATS = {
@@ -205,7 +205,7 @@ def _load(source: Source, *, streaming: bool, cache_dir: Path, text_column: bool
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for unreadable input
         if cfg.hf is not None:
             raise LmtoolError(
-                f"{source.key}.hf: cannot load hub dataset '{source.label}': {_first_line(exc)}"
+                f"{source.key}.hf: cannot load hub dataset '{source.label}': {_cause_line(exc)}"
             ) from None
         raise _read_error(source, exc) from None
     columns = _columns(dataset)
@@ -231,14 +231,14 @@ def _read_error(source: Source, exc: Exception) -> Exception:
         exc
     ):  # writing the Arrow cache failed: not this source's fault; preprocess names the output
         return exc
-    return LmtoolError(f"{source.key}: cannot read {source.label}: {_first_line(exc)}")
+    return LmtoolError(f"{source.key}: cannot read {source.label}: {_cause_line(exc)}")
 
 
-def _first_line(exc: BaseException) -> str:
+def _cause_line(exc: BaseException) -> str:
+    """The root cause's first line and type: datasets wraps the error that says what went wrong."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else first_line(exc)
 
 
 def dataset_rows(source: Source, *, streaming: bool, cache_dir: Path) -> Iterator[tuple[str, dict]]:

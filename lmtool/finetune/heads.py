@@ -25,7 +25,7 @@ from transformers import (
 
 from lmtool import console
 from lmtool.config import ConfigError, looks_like_hub_id
-from lmtool.errors import LmtoolError
+from lmtool.errors import LmtoolError, first_line
 from lmtool.hub import require_hub
 from lmtool.model_dir import WEIGHT_FILES, refuse_not_a_model
 from lmtool.models import ARCH_ALIASES, TASK_HEAD_SUFFIXES
@@ -90,7 +90,7 @@ def load_for_task(
             **kwargs,
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        raise LmtoolError(f"{KEY}: cannot load {init_from} for {task}: {_first_line(exc)}") from None
+        raise LmtoolError(f"{KEY}: cannot load {init_from} for {task}: {first_line(exc)}") from None
     new = set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]}
     if reinit_head or not same_head:  # a head of another task (e.g. sequence -> token) is not this task's
         new |= _reinit_head(model)
@@ -148,7 +148,7 @@ def _checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedCon
     try:
         return AutoConfig.from_pretrained(init_from, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise LmtoolError(f"{KEY}: cannot read the config of {init_from}: {_first_line(exc)}") from None
+        raise LmtoolError(f"{KEY}: cannot read the config of {init_from}: {first_line(exc)}") from None
 
 
 def _check_architecture(config: PreTrainedConfig, task: str) -> None:
@@ -284,8 +284,3 @@ def layer_lr_scale(model: PreTrainedModel, decay: float) -> Callable[[str], floa
         return decay ** (layers + 1) if is_embedding(name) else 1.0
 
     return scale
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from lmtool import console
 from lmtool.config import ConfigError
 from lmtool.config.finetune import LoraConfig
-from lmtool.errors import LmtoolError
+from lmtool.errors import LmtoolError, first_line
 from lmtool.finetune.heads import head_parameters
 from lmtool.model_dir import LORA_NOTE as NOTE
 from lmtool.models import ARCH_ALIASES
@@ -82,7 +82,7 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig) -> torch.nn.Module:
             warnings.simplefilter("ignore", FutureWarning)
             wrapped = get_peft_model(model, settings)
     except ValueError as exc:
-        raise LmtoolError(f"{KEY}: peft cannot add adapters to {model_type}: {_first_line(exc)}") from None
+        raise LmtoolError(f"{KEY}: peft cannot add adapters to {model_type}: {first_line(exc)}") from None
     adapted = sum(1 for name in names if any(_matches(name, t) for t in targets))
     console.info(
         f"LoRA r {cfg.r}, alpha {cfg.alpha:g}: adapters on {adapted} modules ({', '.join(targets)}); "
@@ -182,7 +182,7 @@ class LoraFiles(ModelFiles):
             set_peft_model_state_dict(model, state)
         except RuntimeError as exc:  # same names, other shapes (another rank r)
             raise LmtoolError(
-                f"checkpoint {path} does not match this LoRA model: {_first_line(exc)}"
+                f"checkpoint {path} does not match this LoRA model: {first_line(exc)}"
             ) from None
 
     def export(self, model: torch.nn.Module, tokenizer, best: Path | None, directory: Path) -> None:
@@ -202,8 +202,3 @@ class LoraFiles(ModelFiles):
         model.save_pretrained(directory / "adapter", safe_serialization=True)
         merged = model.merge_and_unload()  # the end of the run: the model in memory is not trained further
         save_final_model(merged, tokenizer, directory)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

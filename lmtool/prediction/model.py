@@ -23,7 +23,7 @@ from transformers import (
 
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
 from lmtool.config import ConfigError
-from lmtool.errors import LmtoolError
+from lmtool.errors import LmtoolError, first_line
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.positions import PADDING_OFFSET_TYPES, max_positions
 from lmtool.train.precision import resolve_device
@@ -68,7 +68,7 @@ def load_predictor(path: str, device: str) -> Predictor:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise LmtoolError(f"{path} is not a model directory: {_first_line(exc)}") from None
+        raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
     archs = config.architectures or []
     found = [TASKS[s] for s in TASKS for a in archs if a.endswith(s)]
     if not found:
@@ -81,7 +81,7 @@ def load_predictor(path: str, device: str) -> Predictor:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
         raise LmtoolError(
-            f"{path} has no usable tokenizer (save one with the model): {_first_line(exc)}"
+            f"{path} has no usable tokenizer (save one with the model): {first_line(exc)}"
         ) from None
     if task in ("token_classification", "qa") and not tokenizer.is_fast:
         raise LmtoolError(
@@ -94,7 +94,7 @@ def load_predictor(path: str, device: str) -> Predictor:
     try:
         model = auto.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
+        raise LmtoolError(f"cannot load model {path}: {first_line(exc)}") from None
     check_vocab_fits(path, tokenizer, model)
     model.to(dev).eval()
     labels = [] if task == "qa" else [config.id2label[i] for i in sorted(config.id2label)]
@@ -132,8 +132,3 @@ def forward(pred: Predictor, encodings: list[dict[str, list[int]]], batch_size: 
 
 def _pad(values: list[int], width: int, fill: int) -> list[int]:
     return values + [fill] * (width - len(values))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,145 @@
+"""What each command of the table (commands.py) runs: a thin call of the module doing the work,
+imported when the command runs (so that `lmtool --help` stays fast), and the commands' usage checks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmtool import console
+from lmtool.cli.options import CONFIG, MODEL, SET
+from lmtool.errors import LmtoolError
+
+if TYPE_CHECKING:
+    from lmtool.config import Config
+
+
+def evaluate(cfg: Config) -> None:
+    from lmtool.evaluation import run_evaluate
+
+    print(json.dumps(run_evaluate(cfg), indent=2))
+
+
+def check_evaluate(values: Mapping[str, Any]) -> None:
+    sets = values[SET.name] or []
+    if (
+        values[CONFIG.name] is None
+        and values[MODEL.name] is None
+        and not any(s.startswith("evaluate.model=") for s in sets)
+    ):
+        raise LmtoolError(
+            "nothing to evaluate: give --model DIR (a model directory) or a CONFIG (its run's final/)"
+        )
+
+
+def generate(cfg: Config, prompts: list[str] | None, file: str | None) -> None:
+    from lmtool.generation import run_generate
+
+    run_generate(cfg.generate, prompts or [], file)
+
+
+def unescape(stops: list[str] | None) -> list[str] | None:
+    """`--stop '\\n'` as typed in a shell: the newline it means."""
+    return [s.replace("\\n", "\n").replace("\\t", "\t") for s in stops] if stops else None
+
+
+def predict(texts: list[str] | None, model: str, file: str | None, **settings: Any) -> None:
+    from lmtool.prediction import run_predict
+
+    run_predict(model, texts or [], file, **settings)
+
+
+def serve(
+    model: str,
+    host: str,
+    port: int,
+    api_key: str | None,
+    device: str,
+    precision: str,
+    max_batch: int,
+    batch_window_ms: float,
+    **limits: int,
+) -> None:
+    from lmtool.serve import Limits, run_serve
+
+    run_serve(
+        model,
+        host=host,
+        port=port,
+        api_key=api_key or None,
+        device=device,
+        precision=precision,
+        limits=Limits(**limits),
+        max_batch=max_batch,
+        window_ms=batch_window_ms,
+    )
+
+
+def check_serve(values: Mapping[str, Any]) -> None:
+    for name in ("max_batch", "max_tokens", "max_n", "max_queue", "max_body_bytes"):
+        if values[name] < 1:
+            raise LmtoolError(f"--{name.replace('_', '-')} must be at least 1 (got {values[name]})")
+
+
+def preprocess(cfg: Config, overwrite: bool) -> None:
+    from lmtool.data.preprocess import run_preprocess
+    from lmtool.validate import validate
+
+    validate(cfg, "preprocess")
+    print(run_preprocess(cfg, overwrite=overwrite))
+
+
+def pretrain(cfg: Config, overwrite: bool) -> None:
+    from lmtool.recipes.pretrain import run_pretrain
+
+    final = run_pretrain(cfg, overwrite=overwrite)
+    if console.is_rank_zero():
+        print(final)
+
+
+def finetune(cfg: Config, overwrite: bool) -> None:
+    from lmtool.recipes.finetune import run_finetune
+
+    final = run_finetune(cfg, overwrite=overwrite)
+    if console.is_rank_zero():
+        print(final)
+
+
+def report(run_dirs: list[Path], out: Path | None) -> None:
+    from lmtool.reporting import write_report
+
+    print(write_report(run_dirs, out))
+
+
+def plan(
+    cfg: Config, gpus: int, gpu: str, nodes: int, mfu: float, time_limit: str | None, output_format: str
+) -> None:
+    from lmtool.planning import run_plan
+
+    run_plan(
+        cfg, gpu=gpu, gpus_per_node=gpus, nodes=nodes, mfu=mfu, limit=time_limit, output_format=output_format
+    )
+
+
+def config_show(cfg: Config) -> None:
+    from lmtool.config import dump_config
+
+    sys.stdout.write(dump_config(cfg))
+
+
+def config_validate(path: Path, set_: list[str] | None) -> None:
+    """Loads its config itself (its row names the file `path`, not CONFIG): the message names the file."""
+    from lmtool.config import load_config
+    from lmtool.validate import validate
+
+    validate(load_config(path, set_ or []))
+    console.info(f"{path}: valid")
+
+
+def config_schema() -> None:
+    from lmtool.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
