@@ -11,8 +11,8 @@ from pathlib import Path
 from lmtool.config import Config, FinetuneConfig, SourceConfig
 from lmtool.errors import LmtoolError
 from lmtool.evaluation.data import checked_max_length
-from lmtool.prediction.answers import qa_settings
-from lmtool.prediction.model import Predictor
+from lmtool.tasks.decoding.answers import qa_settings
+from lmtool.tasks.predictor import Predictor
 from lmtool.tasks.qa import QAReference, QuestionAnsweringTask
 
 KEY = "evaluate.data"

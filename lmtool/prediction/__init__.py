@@ -51,7 +51,7 @@ def run_predict(
         )
     length = max_length or pred.default_max_length()
     if pred.task == "qa":
-        from lmtool.prediction.answers import answer, answer_stride
+        from lmtool.tasks.decoding.answers import answer, answer_stride
 
         length = max_length or min(384, length)
         console.info(f"question answering, {len(items)} inputs, max_length {length}")
@@ -69,10 +69,10 @@ def run_predict(
 
 def _label(pred, items, batch_size: int, length: int, stride: int | None) -> list[dict]:
     if pred.task == "classification":
-        from lmtool.prediction.classify import classify
+        from lmtool.tasks.decoding.classify import classify
 
         return classify(pred, items, batch_size, length)
-    from lmtool.prediction.entities import extract, window_settings
+    from lmtool.tasks.decoding.entities import extract, window_settings
 
     return extract(pred, items, batch_size, length, window_settings(pred, length, stride))
 

@@ -8,10 +8,9 @@ import json
 from pydantic import Field, StrictStr, field_validator
 
 from lmtool.errors import LmtoolError
-from lmtool.prediction.inputs import Item
-from lmtool.prediction.model import Predictor
 from lmtool.serve.http import ApiError
 from lmtool.serve.schemas import Strict
+from lmtool.tasks.predictor import Item, Predictor
 
 ROUTES = {"classification": "/classify", "token_classification": "/entities", "qa": "/answer"}
 BATCH = 32
@@ -63,15 +62,15 @@ def predict(pred: Predictor, req: TextsRequest | QuestionsRequest) -> list[dict]
     length = pred.default_max_length()
     try:
         if pred.task == "qa":
-            from lmtool.prediction.answers import answer, answer_stride
+            from lmtool.tasks.decoding.answers import answer, answer_stride
 
             length = min(384, length)
             return answer(pred, items, BATCH, length, answer_stride(pred, length, None))
         if pred.task == "classification":
-            from lmtool.prediction.classify import classify
+            from lmtool.tasks.decoding.classify import classify
 
             return classify(pred, items, BATCH, length)
-        from lmtool.prediction.entities import extract, window_settings
+        from lmtool.tasks.decoding.entities import extract, window_settings
 
         return extract(pred, items, BATCH, length, window_settings(pred, length, None))
     except LmtoolError as exc:

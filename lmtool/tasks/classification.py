@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from lmtool.errors import ConfigError, LmtoolError
-from lmtool.evaluation.classification_metrics import (
+from lmtool.tasks.base import model_inputs
+from lmtool.tasks.metrics.classification import (
     multi_label_metrics,
     regression_metrics,
     single_label_metrics,
 )
-from lmtool.tasks.base import model_inputs
 from lmtool.tasks.padding import pad_inputs
 
 PROBLEMS = ("single_label", "multi_label", "regression")

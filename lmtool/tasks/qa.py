@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from lmtool.config.finetune import QAConfig
 from lmtool.errors import LmtoolError
-from lmtool.evaluation.qa_postprocess import Window, best_answer
-from lmtool.evaluation.squad_metrics import squad_v1, squad_v2
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.metrics.squad import squad_v1, squad_v2
 from lmtool.tasks.padding import pad_inputs
+from lmtool.tasks.qa_postprocess import Window, best_answer
 
 
 @dataclass

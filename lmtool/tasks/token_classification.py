@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from lmtool.data.collate import IGNORE
 from lmtool.errors import ConfigError
-from lmtool.evaluation.ner_metrics import ner_metrics, scheme_problem
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.metrics.ner import ner_metrics, scheme_problem
 from lmtool.tasks.padding import pad_inputs, pad_rows
 
 
