@@ -20,7 +20,7 @@ def preprocess(config: ConfigArg, set_: SetOpt = None, overwrite: OverwriteOpt =
     Example: lmtool preprocess configs/quickstart.yaml --set data.block_size=256
     """
     from lmtool.config import load_config
-    from lmtool.data.preprocess import run_preprocess
+    from lmtool.tasks.registry import preprocess as run_preprocess
 
     print(run_preprocess(load_config(config, set_ or []), overwrite=overwrite))
 

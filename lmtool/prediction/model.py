@@ -11,9 +11,6 @@ import os
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     AutoTokenizer,
 )
 
@@ -22,13 +19,8 @@ from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.tasks.predictor import Predictor
+from lmtool.tasks.registry import spec_for_architectures
 from lmtool.train.precision import resolve_device
-
-TASKS = {
-    "ForSequenceClassification": ("classification", AutoModelForSequenceClassification),
-    "ForTokenClassification": ("token_classification", AutoModelForTokenClassification),
-    "ForQuestionAnswering": ("qa", AutoModelForQuestionAnswering),
-}
 
 
 def load_predictor(path: str, device: str) -> Predictor:
@@ -41,20 +33,19 @@ def load_predictor(path: str, device: str) -> Predictor:
     except (OSError, ValueError) as exc:
         raise LmtoolError(f"{path} is not a model directory: {_first_line(exc)}") from None
     archs = config.architectures or []
-    found = [TASKS[s] for s in TASKS for a in archs if a.endswith(s)]
-    if not found:
+    spec = spec_for_architectures(archs)
+    if spec is None:
         raise LmtoolError(
             f"{path} is not a fine-tuned classification, token-classification or question-answering model "
             f"(architecture {', '.join(archs) or 'unknown'}): lmtool predict needs one that lmtool finetune saved"
         )
-    task, auto = found[0]
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
         raise LmtoolError(
             f"{path} has no usable tokenizer (save one with the model): {_first_line(exc)}"
         ) from None
-    if task in ("token_classification", "qa") and not tokenizer.is_fast:
+    if spec.needs_fast_tokenizer and not tokenizer.is_fast:
         raise LmtoolError(
             f"{path}: character offsets need a fast tokenizer (tokenizer.json); this one is slow"
         )
@@ -63,17 +54,17 @@ def load_predictor(path: str, device: str) -> Predictor:
     except ConfigError as exc:
         raise LmtoolError(str(exc).replace("train.device", "--device", 1)) from None
     try:
-        model = auto.from_pretrained(path)
+        model = spec.head.auto.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
     check_vocab_fits(path, tokenizer, model)
     model.to(dev).eval()
-    labels = [] if task == "qa" else [config.id2label[i] for i in sorted(config.id2label)]
+    labels = [config.id2label[i] for i in sorted(config.id2label)] if spec.has_labels else []
     problem = {"multi_label_classification": "multi_label", "regression": "regression"}.get(
         config.problem_type or "",
-        "regression" if task == "classification" and config.num_labels == 1 else "single_label",
+        "regression" if spec.has_problem and config.num_labels == 1 else "single_label",
     )
-    return Predictor(model, tokenizer, dev, task, problem, labels)
+    return Predictor(model, tokenizer, dev, spec.name, problem, labels)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -29,9 +29,11 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
     """Fine-tune `model.init_from` as the config says; return the directory of the model to use
     (final/, which holds the best validated weights when there is a validation split)."""
     if config.finetune is None:
+        from lmtool.tasks.registry import FINETUNE_TASKS
+
         raise ConfigError(
             "finetune",
-            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | qa | sft)",
+            f"is missing: fine-tuning needs a finetune: section (task: {' | '.join(FINETUNE_TASKS)})",
             has_value=False,
         )
     if config.model.init_from is None:
@@ -50,8 +52,8 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
 def _checks(config: Config) -> None:
     """The model to fine-tune, and settings that cannot go together, refused before any preprocessing or
     training time is spent."""
-    from lmtool.finetune.heads import check_model, check_other_task_head
     from lmtool.model_check import check_init_from_overrides
+    from lmtool.tasks.registry import finetune_spec
 
     if config.finetune.lora is not None and config.train.distributed.strategy == "fsdp":
         raise ConfigError(
@@ -59,21 +61,25 @@ def _checks(config: Config) -> None:
             "fsdp cannot checkpoint a LoRA model (its checkpoints hold only the adapters): use ddp with finetune.lora",
             value="fsdp",
         )
-    loaded = check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
-    check_other_task_head(loaded, config.model.init_from, config.finetune.task, config.finetune.reinit_head)
+    spec = finetune_spec(config.finetune.task)
+    loaded = spec.check_model(
+        config.model.init_from, config.finetune.reinit_head, config.model.trust_remote_code
+    )
     check_init_from_overrides(config, loaded)
 
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
-    from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
+    from lmtool.finetune.heads import freeze, layer_lr_scale
     from lmtool.model_check import check_num_labels
     from lmtool.tasks import make_finetune_task
+    from lmtool.tasks.registry import finetune_spec
     from lmtool.train.engine import Trainer
 
     processed = processed_dir(config)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
     refuse_stale(processed, config, device)
     ft = config.finetune
+    spec = finetune_spec(ft.task)
     labels = list(manifest.get("labels") or [])
     check_num_labels(config, labels, manifest.get("problem"))  # the data's label count is known now
     resume_from = open_run(config, env, overwrite)
@@ -81,22 +87,18 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
     enable_tf32(device)
     keep_cpu_memory(device)
     torch.manual_seed(config.run.seed)  # the new head's weights: the same on every rank
-    model = load_for_task(
+    model = spec.load_model(
         config.model.init_from,
-        ft.task,
         manifest.get("problem") or ft.problem,
         labels,
         ft.reinit_head,
         trust_remote_code=config.model.trust_remote_code,
         overrides=config.model.config,
     )
-    if ft.task == "sft":
-        from lmtool.finetune.causal import sft_rows
-
-        train_data, eval_data = sft_rows(model, ft.sft.packing, ft.max_length, train_data, eval_data)
+    train_data, eval_data = spec.prepare_rows(model, ft, train_data, eval_data)
     config = _with_eval_schedule(config, len(train_data), env.world_size, eval_data is not None)
-    if ft.task == "qa":  # saved with the model: `lmtool predict` decodes answers as the evaluator did
-        model.config.lmtool_qa = ft.qa.model_dump()
+    for name, value in spec.saved_settings(ft).items():  # e.g. how `lmtool predict` decodes QA answers
+        setattr(model.config, name, value)
     freeze(model, ft.freeze)
     model_files = None
     if ft.lora is not None:
