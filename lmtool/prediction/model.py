@@ -1,7 +1,7 @@
-"""A fine-tuned classifier or tagger, read from its directory, and batched forward passes over it.
+"""A fine-tuned classifier, tagger or QA model read from its directory (lmtool.tasks.predictor.Predictor).
 
-The task comes from the saved config: its architecture (`...ForSequenceClassification` or
-`...ForTokenClassification`), `id2label` and `problem_type`, all written by `save_pretrained`.
+The task comes from the saved config: its architecture's head (`...ForSequenceClassification`, ...: the
+task registry says whose), `id2label` and `problem_type`, all written by `save_pretrained`.
 """
 
 from __future__ import annotations

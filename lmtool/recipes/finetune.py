@@ -29,11 +29,9 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
     """Fine-tune `model.init_from` as the config says; return the directory of the model to use
     (final/, which holds the best validated weights when there is a validation split)."""
     if config.finetune is None:
-        from lmtool.tasks.registry import FINETUNE_TASKS
-
         raise ConfigError(
             "finetune",
-            f"is missing: fine-tuning needs a finetune: section (task: {' | '.join(FINETUNE_TASKS)})",
+            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | qa | sft)",
             has_value=False,
         )
     if config.model.init_from is None:
