@@ -15,7 +15,7 @@ from lmtool.errors import ConfigError
 from lmtool.tasks.registry import FINETUNE_TASKS, check_task_name, finetune_spec
 from tests.finetune_fixtures import finetune_config, save_tiny_bert
 
-ROWS = 48  # reviews per split: enough for a few steps and a validation pass
+ROWS = 32  # reviews per split: enough for two steps and a validation pass
 
 
 class ReviewLength:
@@ -87,7 +87,7 @@ def test_a_new_task_is_one_module_plus_one_registry_line(tmp_path, monkeypatch, 
     train, validation = _reviews(reviews, tmp_path / "t.csv", 0), _reviews(reviews, tmp_path / "v.csv", ROWS)
     settings = {"task": "classification", "problem": "regression", "max_length": 32}
     path = finetune_config(tmp_path, save_tiny_bert(tmp_path / "bert"), settings, train, validation,
-                           max_steps=3, batch_size=16, epochs=None)  # fmt: skip
+                           max_steps=2, batch_size=16, epochs=None)  # fmt: skip
     config = load_config(path)
     # the schema lists the shipped tasks; a task added in a test is set after validation
     config = config.model_copy(

@@ -25,11 +25,6 @@ from lmtool.model_dir import WEIGHT_FILES, refuse_not_a_model
 from lmtool.models import ARCH_ALIASES, TASK_HEAD_SUFFIXES
 
 KEY = "model.init_from"
-PROBLEM_TYPES = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
 # `.layer.3.` (BERT), `.layers.3.` (Llama, ModernBERT), `.h.3.` (GPT-2), `.block.3.` (T5).
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 EMBEDDING_MARKS = ("embeddings", "wte", "wpe", "embed_tokens", "embed_positions")

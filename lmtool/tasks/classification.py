@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from lmtool.errors import ConfigError, LmtoolError
-from lmtool.finetune.heads import PROBLEM_TYPES, Head
+from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
 from lmtool.tasks.metrics.classification import (
     multi_label_metrics,
@@ -27,6 +27,11 @@ from lmtool.tasks.padding import pad_inputs
 from lmtool.tasks.spec import TaskSpec
 
 PROBLEMS = ("single_label", "multi_label", "regression")
+PROBLEM_TYPES = {  # transformers' names, saved as the model's problem_type
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
 
 
 class SequenceClassificationTask:

@@ -37,9 +37,8 @@ class TaskSpec:
 
     name: str
     head: Head | None
-    build_data: (
-        Builder  # labeled sources -> processed splits, tokenizer/, manifest.json (in preprocess's work dir)
-    )
+    # labeled sources -> processed splits, tokenizer/ and manifest.json (in preprocess's work directory)
+    build_data: Builder
     make_task: TaskMaker
     outputs: Callable[[str, Sequence[str] | None], int | None]
     # flags callers branch on
