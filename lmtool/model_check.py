@@ -92,7 +92,9 @@ def check_init_from_overrides(config: Config, loaded: PreTrainedConfig | None = 
             overrides, known, f"{config.model.init_from} ({loaded.model_type})", "its config.json"
         )
         _check_same_weights(config, loaded)
-    if config.finetune is None or config.finetune.task == "sft":
+    from lmtool.tasks.registry import finetune_spec
+
+    if config.finetune is None or finetune_spec(config.finetune.task).head is None:
         return
     for key in _DATA_KEYS:
         if key in overrides:
@@ -106,21 +108,19 @@ def check_init_from_overrides(config: Config, loaded: PreTrainedConfig | None = 
 
 def check_num_labels(config: Config, labels: list[Any] | None = None, problem: str | None = None) -> None:
     """`model.config.num_labels`, if set, must be the head's output count fine-tuning gives the model (as
-    `finetune.heads.load_for_task` does): from `labels` and `problem` (the preprocessed data's) when given,
+    `TaskSpec.load_model` does): from `labels` and `problem` (the preprocessed data's) when given,
     else from finetune.labels; unchecked while the labels are not known (data not preprocessed yet)."""
     ft = config.finetune
     wanted = config.model.config.get("num_labels")
-    if ft is None or ft.task == "sft" or wanted is None or config.model.init_from is None:
+    from lmtool.tasks.registry import finetune_spec
+
+    if ft is None or wanted is None or config.model.init_from is None:
         return
-    if ft.task == "qa":
-        expected = 2
-    elif ft.task == "classification" and (problem or ft.problem) == "regression":
-        expected = 1
-    else:
-        labels = labels if labels is not None else ft.labels
-        if labels is None:
-            return
-        expected = len(labels)
+    expected = finetune_spec(ft.task).outputs(
+        problem or ft.problem, labels if labels is not None else ft.labels
+    )
+    if expected is None:  # no head to size (a causal LM), or the labels are not known yet
+        return
     if wanted != expected:
         raise ConfigError(
             "model.config.num_labels",

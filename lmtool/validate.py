@@ -99,13 +99,15 @@ def _finetune(config: Config) -> None:
             "is required: the pretrained model (directory or hub name) to fine-tune",
             value=None,
         )
-    from lmtool.finetune.heads import check_model, check_other_task_head
     from lmtool.model_check import check_init_from_overrides
+    from lmtool.tasks.registry import finetune_spec
 
     if config.finetune.lora is not None:
         from lmtool.finetune.lora import require_peft
 
         require_peft()
-    loaded = check_model(config.model.init_from, config.finetune.task, config.model.trust_remote_code)
-    check_other_task_head(loaded, config.model.init_from, config.finetune.task, config.finetune.reinit_head)
+    spec = finetune_spec(config.finetune.task)
+    loaded = spec.check_model(
+        config.model.init_from, config.finetune.reinit_head, config.model.trust_remote_code
+    )
     check_init_from_overrides(config, loaded)

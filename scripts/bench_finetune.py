@@ -155,8 +155,8 @@ def run_lmtool(args: argparse.Namespace) -> dict:
 
     from lmtool import console
     from lmtool.config import load_config
-    from lmtool.data.preprocess import run_preprocess
     from lmtool.recipes.finetune import run_finetune
+    from lmtool.tasks.registry import preprocess as run_preprocess
     from lmtool.train.precision import resolve_precision
 
     console.configure(quiet=True)

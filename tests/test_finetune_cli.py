@@ -223,7 +223,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, bert, case
 
 
 def test_model_config_overrides_are_checked_against_init_from_and_the_data(tmp_path, bert):
-    from lmtool.finetune.heads import load_for_task
+    from lmtool.tasks import load_for_task
 
     train = write_jsonl(tmp_path / "t.jsonl", keyword_rows(40, seed=0))  # labels plain and royal
     config = finetune_config(tmp_path, bert, CLS, train)

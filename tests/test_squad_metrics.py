@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmtool.evaluation.squad_metrics import f1_v1, f1_v2, normalize_answer, squad_v1, squad_v2
+from lmtool.tasks.metrics.squad import f1_v1, f1_v2, normalize_answer, squad_v1, squad_v2
 
 
 @pytest.mark.parametrize(

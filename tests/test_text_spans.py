@@ -10,8 +10,8 @@ import torch
 
 from lmtool.config import TokenizerTrainConfig
 from lmtool.data.tokenizer import train_tokenizer
-from lmtool.evaluation.qa_postprocess import NO_OFFSET, Window, best_answer
-from lmtool.prediction.entities import _word_spans
+from lmtool.tasks.decoding.entities import _word_spans
+from lmtool.tasks.qa_postprocess import NO_OFFSET, Window, best_answer
 from lmtool.text_spans import grapheme_end
 
 ZOE = unicodedata.normalize("NFD", "Zoë")  # "Zoe" + U+0308

@@ -85,7 +85,7 @@ def check_serve(values: Mapping[str, Any]) -> None:
 
 
 def preprocess(cfg: Config, overwrite: bool) -> None:
-    from lmtool.data.preprocess import run_preprocess
+    from lmtool.tasks.registry import preprocess as run_preprocess
     from lmtool.validate import validate
 
     validate(cfg, "preprocess")

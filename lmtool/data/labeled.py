@@ -56,7 +56,7 @@ def _name(value: object, where: str) -> str:
 def warn_mixed_labels(examples: Iterable[Example], cfg: FinetuneConfig) -> None:
     """Labels written as numbers in some rows and as text in others (JSON `1` and `"1"`) are matched by
     their text, so `1` and `"1"` are one class but `2.0` and `"2.0"` two: say so once, naming a row of each."""
-    if cfg.task != "classification" or cfg.problem == "regression":
+    if cfg.problem == "regression":
         return
     number = text = None
     for example in examples:
@@ -108,9 +108,9 @@ def regression_value(example: Example) -> float:
     return number
 
 
-def label_counts(examples: list[Example], cfg: FinetuneConfig) -> dict[str, int]:
-    """How often each label occurs (multi_label: examples holding it; NER: words tagged with it)."""
-    if cfg.task == "classification" and cfg.problem == "regression":
+def label_counts(examples: list[Example], cfg: FinetuneConfig, word_level: bool) -> dict[str, int]:
+    """How often each label occurs (multi_label: examples holding it; NER (`word_level`): words tagged with it)."""
+    if not word_level and cfg.problem == "regression":
         return {}
     counts: Counter[str] = Counter()
     for example in examples:

@@ -76,9 +76,10 @@ def tokenizer_source(config: Config) -> tuple[str, str]:
     return config.model.init_from, "model.init_from"
 
 
-def load_finetune_tokenizer(config: Config):
-    """The model's tokenizer; token classification needs a fast one (word ids) and byte-level BPE
-    tokenizers get add_prefix_space, so a word tokenizes as it does inside running text."""
+def load_finetune_tokenizer(config: Config, *, word_level: bool = False, needs_fast: bool = False):
+    """The model's tokenizer; `needs_fast`: a task that reads word ids or offsets needs a fast one, and
+    `word_level` (labels per word) gives byte-level BPE tokenizers add_prefix_space, so a word tokenizes
+    as it does inside running text."""
     from transformers import AutoTokenizer
 
     name, key = tokenizer_source(config)
@@ -89,16 +90,13 @@ def load_finetune_tokenizer(config: Config):
     trust = config.tokenizer.trust_remote_code or config.model.trust_remote_code
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
-        if (
-            config.finetune.task == "token_classification"
-            and getattr(tokenizer, "add_prefix_space", None) is False
-        ):
+        if word_level and getattr(tokenizer, "add_prefix_space", None) is False:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, add_prefix_space=True)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/... for a bad tokenizer
         raise ConfigError(
             key, f"cannot load a tokenizer: {str(exc).strip().splitlines()[0]}", value=name
         ) from None
-    if config.finetune.task in ("token_classification", "qa") and not getattr(tokenizer, "is_fast", False):
+    if needs_fast and not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             key,
             f"is not a fast (Rust) tokenizer; {config.finetune.task} needs its word ids / offsets",
@@ -109,35 +107,31 @@ def load_finetune_tokenizer(config: Config):
     return tokenizer
 
 
-def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str) -> None:
-    """Read, check, tokenize and save every split of the labeled data into `out`."""
-    if config.finetune.task == "sft":
-        from lmtool.data.sft_build import build_sft
-
-        build_sft(config, train_sources, val_sources, out, scratch, key)
-        return
-    if config.finetune.task == "qa":
-        from lmtool.data.qa_build import build_qa
-
-        return build_qa(config, train_sources, val_sources, out, scratch, key)
+def build_labeled(
+    config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str, *, word_level: bool
+) -> None:
+    """Read, check, tokenize and save every split of the labeled data into `out`: a label per text (or
+    pair), or with `word_level` a tag per word."""
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
-    tokenizer = load_finetune_tokenizer(config)
+    tokenizer = load_finetune_tokenizer(config, word_level=word_level, needs_fast=word_level)
     cache = scratch / "hf-cache"
     splits: dict[str, list[Example]] = {"train": [], "validation": []}
     hold_out = HoldOut(data.seed, data.validation_fraction if not val_sources else 0.0)
     for source in train_sources:
-        for example in read_examples(source, cfg, data.encoding_errors, cache):
+        for example in read_examples(source, cfg, data.encoding_errors, cache, word_level):
             splits["validation" if hold_out(_identity(example)) else "train"].append(example)
     for name, sources in (("validation", val_sources), ("test", tests)):
         for source in sources:
-            splits.setdefault(name, []).extend(read_examples(source, cfg, data.encoding_errors, cache))
+            splits.setdefault(name, []).extend(
+                read_examples(source, cfg, data.encoding_errors, cache, word_level)
+            )
     if not splits["train"]:
         raise LmtoolError("no training examples in data.sources (after holding out data.validation_fraction)")
-    labels = _labels(splits, config)
+    labels = _labels(splits, config, word_level)
     counts: dict[str, dict] = {}
     for split, examples in splits.items():
-        dataset, counts[split] = encode_examples(tokenizer, examples, cfg, labels)
+        dataset, counts[split] = encode_examples(tokenizer, examples, cfg, labels, word_level)
         if examples:  # datasets cannot load an empty split back: leave it out (the manifest counts 0)
             dataset.save_to_disk(str(out / split))
     tokenizer.save_pretrained(str(out / "tokenizer"))
@@ -149,12 +143,12 @@ def build_labeled(config: Config, train_sources, val_sources, out: Path, scratch
         counts,
         train_sources,
         val_sources,
-        problem=cfg.problem if cfg.task == "classification" else None,
+        problem=None if word_level else cfg.problem,
         labels=labels,
-        num_labels=1 if cfg.task == "classification" and cfg.problem == "regression" else len(labels),
-        **_fields(cfg),
-        stride=cfg.stride if cfg.task == "token_classification" else None,
-        label_all_subtokens=cfg.label_all_subtokens if cfg.task == "token_classification" else None,
+        num_labels=1 if not word_level and cfg.problem == "regression" else len(labels),
+        **_fields(cfg, word_level),
+        stride=cfg.stride if word_level else None,
+        label_all_subtokens=cfg.label_all_subtokens if word_level else None,
     )
     shown = ", ".join(f"{counts[s]['examples']} {s}" for s in counts)
     console.info(f"preprocessed {shown} examples ({len(labels)} labels, max_length {cfg.max_length})")
@@ -182,23 +176,25 @@ def write_manifest(
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def encode_examples(tokenizer, examples: list[Example], cfg: FinetuneConfig, labels: list[str]):
-    """The examples as a `datasets.Dataset` of model inputs and labels, and their counts for the
-    manifest; `labels` is the manifest's label list (checked against the examples beforehand)."""
+def encode_examples(
+    tokenizer, examples: list[Example], cfg: FinetuneConfig, labels: list[str], word_level: bool
+):
+    """The examples as a `datasets.Dataset` of model inputs and labels (`word_level`: per word), and their
+    counts for the manifest; `labels` is the manifest's label list (checked against the examples beforehand)."""
     import datasets
 
-    if cfg.task == "token_classification":
+    if word_level:
         columns, numbers = encode_tokens(tokenizer, examples, cfg, labels)
     else:
         columns, truncated = encode_classification(tokenizer, examples, cfg, labels)
         numbers = {"truncated": truncated}
-    counts = {"examples": len(examples), **numbers, "labels": label_counts(examples, cfg)}
-    features = datasets.Features({name: _feature(name, cfg) for name in columns})
+    counts = {"examples": len(examples), **numbers, "labels": label_counts(examples, cfg, word_level)}
+    features = datasets.Features({name: _feature(name, cfg, word_level) for name in columns})
     return datasets.Dataset.from_dict(columns, features=features), counts
 
 
 def read_labeled_file(
-    path: str, cfg: FinetuneConfig, labels: list[str], key: str = "--data"
+    path: str, cfg: FinetuneConfig, labels: list[str], word_level: bool, key: str = "--data"
 ) -> list[Example]:
     """The examples of one raw labeled file (e.g. for `lmtool evaluate --data file.conll`), checked
     against a fine-tuned model's labels; `key` names the file's origin in messages."""
@@ -206,8 +202,8 @@ def read_labeled_file(
 
     source = src.resolve(SourceConfig(path=path), key)
     with tempfile.TemporaryDirectory() as cache:
-        examples = list(read_examples(source, cfg, "replace", Path(cache)))
-    if cfg.task == "token_classification" or cfg.problem != "regression":
+        examples = list(read_examples(source, cfg, "replace", Path(cache), word_level))
+    if word_level or cfg.problem != "regression":
         check_labels(examples, cfg.model_copy(update={"labels": labels}), labels, "evaluation")
     return examples
 
@@ -218,11 +214,12 @@ def _identity(example: Example) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def _labels(splits: dict[str, list[Example]], config: Config) -> list[str]:
+def _labels(splits: dict[str, list[Example]], config: Config, word_level: bool) -> list[str]:
     cfg = config.finetune
-    if cfg.task == "classification" and cfg.problem == "regression":
+    if not word_level and cfg.problem == "regression":
         return []
-    warn_mixed_labels((e for examples in splits.values() for e in examples), cfg)
+    if not word_level:
+        warn_mixed_labels((e for examples in splits.values() for e in examples), cfg)
     if cfg.labels is not None:
         labels = list(cfg.labels)
     else:
@@ -232,8 +229,8 @@ def _labels(splits: dict[str, list[Example]], config: Config) -> list[str]:
     return labels
 
 
-def _fields(cfg) -> dict:
-    if cfg.task == "token_classification":
+def _fields(cfg, word_level: bool) -> dict:
+    if word_level:
         return {
             "tokens_field": cfg.tokens_field,
             "tags_field": cfg.tags_field,
@@ -246,7 +243,7 @@ def _fields(cfg) -> dict:
     }
 
 
-def _feature(name: str, cfg):
+def _feature(name: str, cfg, word_level: bool):
     import datasets
 
     ints = {"input_ids": "int32", "token_type_ids": "int8", "word_ids": "int32", "length": "int32"}
@@ -255,7 +252,7 @@ def _feature(name: str, cfg):
         return value if name == "length" else datasets.List(value)
     if name == "example_id":
         return datasets.Value("int64")
-    if cfg.task == "token_classification":
+    if word_level:
         return datasets.List(datasets.Value("int64"))
     if cfg.problem == "multi_label":
         return datasets.List(datasets.Value("float32"))

@@ -28,10 +28,10 @@ class Example:
 
 
 def read_examples(
-    source: src.Source, cfg: FinetuneConfig, encoding_errors: str, cache_dir: Path
+    source: src.Source, cfg: FinetuneConfig, encoding_errors: str, cache_dir: Path, word_level: bool
 ) -> Iterator[Example]:
-    """The examples of one resolved source, in file order."""
-    if cfg.task == "token_classification":
+    """The examples of one resolved source, in file order: sentences of tagged words when `word_level`."""
+    if word_level:
         yield from _sentences(source, cfg, encoding_errors, cache_dir)
         return
     if source.format in ("text", "conll"):

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,10 +62,13 @@ NOT_IN_KEY = ("processed_dir", "num_proc", "streaming", "streaming_threshold_mb"
 # (cleaning rules, the split, encoding), since the lmtool version does not change with every commit.
 # 2: separators become whitespace, split by hash of the text, special tokens' text is ordinary text.
 DATA_FORMAT = 2
+# a fine-tune task's builder: (config, training sources, validation sources, out, scratch, content key)
+Builder = Callable[[Config, list, list, Path, Path, str], None]
 
 
-def run_preprocess(config: Config, overwrite: bool = False) -> Path:
-    """Write `data.processed_dir` (train/, validation/, tokenizer/, manifest.json) and return it.
+def run_preprocess(config: Config, overwrite: bool = False, build_labeled: Builder | None = None) -> Path:
+    """Write `data.processed_dir` (train/, validation/, tokenizer/, manifest.json) and return it; a
+    fine-tuning config's data is built by its task's `build_labeled` (lmtool.tasks.registry.preprocess).
 
     A directory made from the same inputs is reused as is; one made from different inputs is
     refused (exit 2) unless `overwrite`; one lmtool did not make, or that holds a source, always.
@@ -95,7 +98,7 @@ def run_preprocess(config: Config, overwrite: bool = False) -> Path:
         remove_stale(out)
         work = _work_dir(out)
         try:
-            _build(config, train_sources, val_sources, work, key)
+            _build(config, train_sources, val_sources, work, key, build_labeled)
             _install(work / "out", out, work / "old")
         except LmtoolError:
             raise
@@ -194,13 +197,19 @@ def _install(built: Path, out: Path, trash: Path) -> None:
 # --------------------------------------------------------------------------- the build
 
 
-def _build(config: Config, train_sources, val_sources, work: Path, key: str) -> None:
+def _build(
+    config: Config, train_sources, val_sources, work: Path, key: str, build_labeled: Builder | None = None
+) -> None:
     data = config.data
     scratch, out = work / "scratch", work / "out"
     scratch.mkdir()
     out.mkdir()
     if config.finetune is not None:
-        labeled_build.build_labeled(config, train_sources, val_sources, out, scratch, key)
+        if build_labeled is None:
+            raise ValueError(
+                "a finetune config is preprocessed by its task (lmtool.tasks.registry.preprocess)"
+            )
+        build_labeled(config, train_sources, val_sources, out, scratch, key)
         return
     started = time.perf_counter()
     timings: dict[str, float] = {}

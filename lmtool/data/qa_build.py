@@ -9,17 +9,16 @@ from pathlib import Path
 from lmtool import console
 from lmtool.config import Config
 from lmtool.data.documents import HoldOut
+from lmtool.data.labeled_build import load_finetune_tokenizer, test_sources, write_manifest
 from lmtool.data.qa_data import Question, Tally, encode_questions, read_questions
 from lmtool.errors import LmtoolError
 
 
 def build_qa(config: Config, train_sources, val_sources, out: Path, scratch: Path, key: str) -> None:
     """Read, check, tokenize and save every split of the QA data into `out`."""
-    from lmtool.data.labeled_build import load_finetune_tokenizer, test_sources, write_manifest
-
     cfg, data = config.finetune, config.data
     tests = test_sources(config)
-    tokenizer = load_finetune_tokenizer(config)
+    tokenizer = load_finetune_tokenizer(config, needs_fast=True)
     cache = scratch / "hf-cache"
     splits: dict[str, list[Question]] = {"train": [], "validation": []}
     tallies = {"train": Tally(), "validation": Tally(), "test": Tally()}

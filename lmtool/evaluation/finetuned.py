@@ -18,24 +18,26 @@ from lmtool.config import Config, ConfigError, EvaluateConfig, FinetuneConfig
 from lmtool.data.collate import IGNORE
 from lmtool.errors import LmtoolError
 from lmtool.evaluation.data import checked_max_length, labeled_source
-from lmtool.prediction.model import TASKS, Predictor, load_predictor
+from lmtool.prediction.model import load_predictor
+from lmtool.tasks.predictor import Predictor
+from lmtool.tasks.registry import finetune_spec, spec_for_architectures
 
 KEY = "evaluate.data"
 
 
 def finetuned_task(model: str) -> str | None:
-    """classification / token_classification when `model` is a local fine-tuned model with id2label."""
+    """The task of `model` when it is a local fine-tuned model (with id2label where its task names labels)."""
     try:
         saved = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(saved, dict):
         return None
-    for arch in saved.get("architectures") or []:
-        for suffix, (task, _) in TASKS.items():
-            if isinstance(arch, str) and arch.endswith(suffix) and (task == "qa" or saved.get("id2label")):
-                return task
-    return None
+    archs = [arch for arch in saved.get("architectures") or [] if isinstance(arch, str)]
+    spec = spec_for_architectures(archs)
+    if spec is None or (spec.has_labels and not saved.get("id2label")):
+        return None
+    return spec.name
 
 
 def evaluate_finetuned(config: Config) -> dict:
@@ -44,7 +46,8 @@ def evaluate_finetuned(config: Config) -> dict:
 
     cfg = config.evaluate
     pred = load_predictor(str(Path(cfg.model).expanduser()), cfg.device)
-    if pred.task == "qa":
+    spec = finetune_spec(pred.task)
+    if spec.questions:
         from lmtool.evaluation.qa_eval import qa_data
 
         dataset, label, task = qa_data(config, pred)
@@ -65,7 +68,7 @@ def evaluate_finetuned(config: Config) -> dict:
                 evaluator.update(pred.model, {k: v.to(pred.device) for k, v in batch.items()})
             bar.advance(1)
     result = {"model": cfg.model, "data": label, "task": pred.task}
-    if pred.task == "classification":
+    if spec.has_problem:
         result["problem"] = pred.problem
     return {**result, **evaluator.compute(), "samples": len(rows)}
 
@@ -105,7 +108,7 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
         update["max_length"] = length
         body = length - pred.tokenizer.num_special_tokens_to_add(pair=False)
         default = FinetuneConfig.model_fields["stride"].default
-        if ft.task == "token_classification" and ft.stride == default and ft.stride >= body:
+        if finetune_spec(ft.task).word_level and ft.stride == default and ft.stride >= body:
             # the default overlap does not fit a window this short: half a window, as predict takes
             update["stride"] = max(body // 2, 0)
             console.info(f"--max-length {length}: windows overlap by {update['stride']} tokens")
@@ -133,7 +136,7 @@ def _processed(path: Path, cfg: EvaluateConfig, pred: Predictor):
         return dataset, f"{path}:{cfg.split}"
     ids = {i: pred.labels.index(n) if n in pred.labels else IGNORE for i, n in enumerate(data_labels)}
     column = dataset["labels"]
-    if pred.task == "token_classification":
+    if finetune_spec(pred.task).word_level:
         mapped = [[ids[t] if t != IGNORE else IGNORE for t in row] for row in column]
     elif pred.problem == "multi_label":
         mapped = [_multi_hot(row, data_labels, pred.labels) for row in column]
@@ -163,19 +166,20 @@ def _raw(path: str, ft: FinetuneConfig, pred: Predictor, max_samples: int | None
     from lmtool.data.labeled_build import encode_examples
     from lmtool.data.labeled_rows import read_examples
 
+    word_level = finetune_spec(pred.task).word_level
     source = src.resolve(SourceConfig(path=path), KEY)
     with tempfile.TemporaryDirectory(prefix="lmtool-eval-") as cache:
-        examples = list(read_examples(source, ft, "replace", Path(cache)))
+        examples = list(read_examples(source, ft, "replace", Path(cache), word_level))
     examples = examples[:max_samples] if max_samples is not None else examples
     if pred.problem != "regression":
         for example in examples:
             _check_known(label_names(example, ft), pred, example.where)
     tokenizer = pred.tokenizer
-    if pred.task == "token_classification" and getattr(tokenizer, "add_prefix_space", None) is False:
+    if word_level and getattr(tokenizer, "add_prefix_space", None) is False:
         from transformers import AutoTokenizer  # byte-level BPE: a word tokenizes as inside running text
 
         tokenizer = AutoTokenizer.from_pretrained(pred.model.name_or_path, add_prefix_space=True)
-    dataset, _ = encode_examples(tokenizer, examples, ft, pred.labels)
+    dataset, _ = encode_examples(tokenizer, examples, ft, pred.labels, word_level)
     return dataset
 
 

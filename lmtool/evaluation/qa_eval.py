@@ -11,8 +11,8 @@ from pathlib import Path
 from lmtool.config import Config, FinetuneConfig, SourceConfig
 from lmtool.errors import LmtoolError
 from lmtool.evaluation.data import checked_max_length
-from lmtool.prediction.answers import qa_settings
-from lmtool.prediction.model import Predictor
+from lmtool.tasks.decoding.answers import qa_settings
+from lmtool.tasks.predictor import Predictor
 from lmtool.tasks.qa import QAReference, QuestionAnsweringTask
 
 KEY = "evaluate.data"
@@ -27,7 +27,7 @@ def qa_data(config: Config, pred: Predictor):
     name, path = labeled_source(cfg, config.data.processed_dir)
     if (path / "manifest.json").is_file():
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("kind") != "finetune" or manifest.get("task") != "qa":
+        if manifest.get("kind") != "finetune" or manifest.get("task") != pred.task:
             raise LmtoolError(
                 f"{path} holds no question-answering data: evaluate {cfg.model} on a SQuAD file"
             )
@@ -45,8 +45,8 @@ def qa_data(config: Config, pred: Predictor):
 def _settings(config: Config, pred: Predictor) -> FinetuneConfig:
     """The config's qa section when it has one (its field names read a raw file), else the model's saved
     settings; --max-length, else the section's, else the model's limit; the doc stride fits the window."""
-    ft = config.finetune if config.finetune is not None and config.finetune.task == "qa" else None
-    ft = ft or FinetuneConfig(task="qa", max_length=pred.default_max_length(), qa=qa_settings(pred))
+    ft = config.finetune if config.finetune is not None and config.finetune.task == pred.task else None
+    ft = ft or FinetuneConfig(task=pred.task, max_length=pred.default_max_length(), qa=qa_settings(pred))
     max_length = checked_max_length(config.evaluate, pred.positions()) or ft.max_length
     stride = min(ft.qa.doc_stride, max_length // 4)
     return ft.model_copy(

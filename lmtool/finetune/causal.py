@@ -6,37 +6,39 @@ from __future__ import annotations
 import inspect
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError
+from lmtool.finetune.heads import checkpoint_config, first_line
 
 KEY = "model.init_from"
 MASKED_ATTENTION = ("eager", "sdpa", "flex_attention")
 
 
-def check_causal_lm(config, init_from: str) -> None:
-    """task sft needs a checkpoint AutoModelForCausalLM loads; a masked LM is refused."""
+def check_causal_lm(init_from: str, trust_remote_code: bool = False) -> PreTrainedConfig:
+    """The config of `init_from` once it is a checkpoint AutoModelForCausalLM loads (task sft); a masked LM
+    is refused."""
+    config = checkpoint_config(init_from, trust_remote_code)
     if any(name.endswith("ForMaskedLM") for name in (config.architectures or [])):
         raise ConfigError(KEY, "task sft needs a causal LM, not a masked LM", value=init_from)
     remote = AutoModelForCausalLM.__name__ in (getattr(config, "auto_map", None) or {})
     if type(config) not in AutoModelForCausalLM._model_mapping and not remote:
         raise ConfigError(KEY, f"architecture {config.model_type} is not a causal LM", value=init_from)
+    return config
 
 
 def load_causal_lm(
     init_from: str, trust_remote_code: bool = False, overrides: dict | None = None
 ) -> PreTrainedModel:
     """`init_from` through AutoModelForCausalLM, in train mode, its config updated by `overrides`."""
-    from lmtool.finetune.heads import _first_line, check_model
-
-    check_model(init_from, "sft", trust_remote_code)
+    check_causal_lm(init_from, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             init_from, trust_remote_code=trust_remote_code, **(overrides or {})
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        raise LmtoolError(f"{KEY}: cannot load {init_from} for sft: {_first_line(exc)}") from None
+        raise LmtoolError(f"{KEY}: cannot load {init_from} for sft: {first_line(exc)}") from None
     model.train()
     return model
 

@@ -1,10 +1,10 @@
-"""A pretrained model with a classification or token-classification head, and what the recipe does to it.
+"""A pretrained model with a task's head, and what the recipe does to it (generic: the tasks say which head).
 
-`load_for_task` loads `model.init_from` through the task's Auto class and says which weights are new;
+`load_with_head` loads `model.init_from` through the head's Auto class and says which weights are new;
 a head trained for other labels is refused unless `finetune.reinit_head` (silently reusing it would
 map old classes onto new ones). `freeze` and `layer_lr_scale` find embeddings, encoder layers and the
 head from parameter names and the model's base-model prefix, so they work for any transformers encoder.
-Seed torch before `load_for_task`: new head weights come from its generator.
+Seed torch before `load_with_head`: new head weights come from its generator.
 """
 
 from __future__ import annotations
@@ -12,16 +12,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PreTrainedConfig,
-    PreTrainedModel,
-)
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 
 from lmtool import console
 from lmtool.config import ConfigError, looks_like_hub_id
@@ -31,58 +25,44 @@ from lmtool.model_dir import WEIGHT_FILES, refuse_not_a_model
 from lmtool.models import ARCH_ALIASES, TASK_HEAD_SUFFIXES
 
 KEY = "model.init_from"
-TASK_AUTO = {
-    "classification": AutoModelForSequenceClassification,
-    "token_classification": AutoModelForTokenClassification,
-    "qa": AutoModelForQuestionAnswering,
-}
-TASK_SUFFIX = {
-    "classification": "ForSequenceClassification",
-    "token_classification": "ForTokenClassification",
-    "qa": "ForQuestionAnswering",
-}
-PROBLEM_TYPES = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
 # `.layer.3.` (BERT), `.layers.3.` (Llama, ModernBERT), `.h.3.` (GPT-2), `.block.3.` (T5).
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 EMBEDDING_MARKS = ("embeddings", "wte", "wpe", "embed_tokens", "embed_positions")
 
 
-def load_for_task(
+@dataclass(frozen=True)
+class Head:
+    """A task's head as transformers names it: the Auto class that adds it and the architecture suffix
+    a model saved with it has (`BertForTokenClassification`); `task` names the task in messages."""
+
+    task: str
+    auto: type
+    suffix: str
+
+
+def load_with_head(
     init_from: str,
-    task: str,
-    problem: str,
-    labels: list[str],
+    head: Head,
+    num_labels: int,
+    id2label: dict[int, str] | None,
     reinit_head: bool,
     trust_remote_code: bool = False,
     overrides: dict | None = None,
+    what: str | None = None,
 ) -> PreTrainedModel:
-    """`init_from` with a head for `labels` (one output for regression), in train mode; logs the new weights
-    and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter). `overrides`
-    (model.config, checked by `model_check.check_init_from_overrides`) update the checkpoint's config."""
-    if task == "sft":
-        from lmtool.finetune.causal import load_causal_lm
-
-        return load_causal_lm(init_from, trust_remote_code, overrides)
-    config = check_model(init_from, task, trust_remote_code)
-    check_other_task_head(config, init_from, task, reinit_head)
-    num_labels = 1 if problem == "regression" and task == "classification" else len(labels)
-    if task == "qa":  # a start and an end logit per token; no label names
-        num_labels = 2
-    id2label = dict(enumerate(labels)) if len(labels) == num_labels else None
-    same_head = _has_task_head(config, task)
+    """`init_from` with `head` of `num_labels` outputs, in train mode; logs the new weights (`what` they
+    predict) and lists them in `model.lmtool_new_weights` (LoRA trains and saves them with the adapter).
+    `overrides` (model.config, checked by `model_check.check_init_from_overrides`; the task's own settings
+    such as `problem_type` too) update the checkpoint's config."""
+    config = check_head_model(init_from, head, reinit_head, trust_remote_code)
+    same_head = _has_head(config, head)
     if same_head and not reinit_head:
         _check_head_labels(config, init_from, num_labels, id2label)
     kwargs: dict = {**(overrides or {}), "num_labels": num_labels}
     if id2label is not None:
         kwargs.update(id2label=id2label, label2id={name: i for i, name in id2label.items()})
-    if task == "classification":
-        kwargs["problem_type"] = PROBLEM_TYPES[problem]
     try:
-        model, info = TASK_AUTO[task].from_pretrained(
+        model, info = head.auto.from_pretrained(
             init_from,
             output_loading_info=True,
             ignore_mismatched_sizes=reinit_head,
@@ -90,52 +70,51 @@ def load_for_task(
             **kwargs,
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        raise LmtoolError(f"{KEY}: cannot load {init_from} for {task}: {first_line(exc)}") from None
+        raise LmtoolError(f"{KEY}: cannot load {init_from} for {head.task}: {first_line(exc)}") from None
     new = set(info["missing_keys"]) | {entry[0] for entry in info["mismatched_keys"]}
     if reinit_head or not same_head:  # a head of another task (e.g. sequence -> token) is not this task's
         new |= _reinit_head(model)
     if new:
         names = ", ".join(sorted(new, key=_param_order(model)))
-        what = "start/end" if task == "qa" else f"{num_labels} label{'s' if num_labels != 1 else ''}"
+        what = what or f"{num_labels} label{'s' if num_labels != 1 else ''}"
         console.info(f"new head: {names} ({what})")
     model.lmtool_new_weights = sorted(new, key=_param_order(model))
     model.train()
     return model
 
 
-def check_model(init_from: str, task: str, trust_remote_code: bool = False) -> PreTrainedConfig:
-    """The config of `init_from` once it is known to have weights and an architecture that takes the
-    task's head: the recipe checks this before it preprocesses or opens a run, so a bad model leaves nothing."""
-    config = _checkpoint_config(init_from, trust_remote_code)
-    if task == "sft":
-        from lmtool.finetune.causal import check_causal_lm
-
-        check_causal_lm(config, init_from)
-    else:
-        _check_architecture(config, task)
+def check_head_model(
+    init_from: str, head: Head, reinit_head: bool, trust_remote_code: bool = False
+) -> PreTrainedConfig:
+    """The config of `init_from` once it is known to have weights, an architecture that takes `head`, and
+    no head of another task (unless finetune.reinit_head): the recipe checks this before it preprocesses
+    or opens a run, so a bad model leaves nothing."""
+    config = checkpoint_config(init_from, trust_remote_code)
+    _check_architecture(config, head)
+    _check_other_task_head(config, init_from, head, reinit_head)
     return config
 
 
-def check_other_task_head(config: PreTrainedConfig, init_from: str, task: str, reinit_head: bool) -> None:
+def _check_other_task_head(config: PreTrainedConfig, init_from: str, head: Head, reinit_head: bool) -> None:
     """A checkpoint fine-tuned for another task (a sequence classifier given to NER) has a head that is never
     this task's: it can only be replaced (its shapes may not even fit), so that takes finetune.reinit_head."""
-    if reinit_head or task == "sft":
+    if reinit_head:
         return
     other = [
         name
         for name in config.architectures or []
-        if name.endswith(TASK_HEAD_SUFFIXES) and not name.endswith(TASK_SUFFIX[task])
+        if name.endswith(TASK_HEAD_SUFFIXES) and not name.endswith(head.suffix)
     ]
     if other:
         raise ConfigError(
             "finetune.reinit_head",
-            f"{init_from} is a {other[0]}, fine-tuned for another task: task {task} needs a new head",
+            f"{init_from} is a {other[0]}, fine-tuned for another task: task {head.task} needs a new head",
             value=False,
             hint="set finetune.reinit_head: true to replace it (the rest of the model is kept)",
         )
 
 
-def _checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedConfig:
+def checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedConfig:
     if not os.path.isdir(init_from) and not looks_like_hub_id(init_from):
         raise ConfigError(KEY, "directory not found (and not a hub model name)", value=init_from)
     require_hub(init_from, KEY)
@@ -151,26 +130,25 @@ def _checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedCon
         raise LmtoolError(f"{KEY}: cannot read the config of {init_from}: {first_line(exc)}") from None
 
 
-def _check_architecture(config: PreTrainedConfig, task: str) -> None:
-    auto = TASK_AUTO[task]
+def _check_architecture(config: PreTrainedConfig, head: Head) -> None:
     if config.model_type == ARCH_ALIASES["lstm"]:
         raise ConfigError(
             KEY,
-            f"task {task} needs a transformer model (model.arch lstm has no {TASK_SUFFIX[task][3:]} head)",
+            f"task {head.task} needs a transformer model (model.arch lstm has no {head.suffix[3:]} head)",
             has_value=False,
         )
-    remote = auto.__name__ in (getattr(config, "auto_map", None) or {})
-    if type(config) not in auto._model_mapping and not remote:
+    remote = head.auto.__name__ in (getattr(config, "auto_map", None) or {})
+    if type(config) not in head.auto._model_mapping and not remote:
         raise ConfigError(
             KEY,
-            f"architecture {config.model_type} has no head for task {task} (transformers has no "
-            f"{auto.__name__} for it)",
+            f"architecture {config.model_type} has no head for task {head.task} (transformers has no "
+            f"{head.auto.__name__} for it)",
             has_value=False,
         )
 
 
-def _has_task_head(config: PreTrainedConfig, task: str) -> bool:
-    return any(name.endswith(TASK_SUFFIX[task]) for name in (config.architectures or []))
+def _has_head(config: PreTrainedConfig, head: Head) -> bool:
+    return any(name.endswith(head.suffix) for name in (config.architectures or []))
 
 
 def _check_head_labels(

@@ -240,7 +240,11 @@ def _fused_loss(config) -> bool:
     """Whether train.fused_loss applies to the planned run: causal LM losses with it on, or auto with liger-kernel
     installed where plan runs (the GPU nodes are assumed to have what this environment has)."""
     from lmtool.tasks.linear_ce import liger_available
+    from lmtool.tasks.registry import finetune_spec
 
-    causal = config.data.objective == "clm" or getattr(config.finetune, "task", None) == "sft"
+    finetune = config.finetune
+    causal = config.data.objective == "clm" or (
+        finetune is not None and finetune_spec(finetune.task).is_causal
+    )
     setting = config.train.fused_loss
     return causal and (setting is True or (setting == "auto" and liger_available()))

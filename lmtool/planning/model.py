@@ -15,7 +15,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig
 
 from lmtool.config import Config
 from lmtool.errors import LmtoolError
-from lmtool.finetune.heads import TASK_AUTO
 from lmtool.hub import require_model_source
 from lmtool.model_dir import refuse_not_a_model
 from lmtool.models import (
@@ -26,6 +25,7 @@ from lmtool.models import (
     scratch_config,
 )
 from lmtool.positions import check_fits, max_positions
+from lmtool.tasks.registry import finetune_spec
 from lmtool.train.metrics import flops_per_token, matmul_parameters
 
 
@@ -96,26 +96,22 @@ def _get(model_config: PreTrainedConfig, key: str, default: int) -> int:
 
 def _build(config: Config, model_config: PreTrainedConfig) -> torch.nn.Module:
     """The model training builds: a causal or masked LM, or for a fine-tune the task's head on init_from."""
-    task = config.finetune.task if config.finetune is not None else None
-    if task is None:
+    if config.finetune is None:
         return model_from_config(config, model_config)
-    if task == "sft":
+    head = finetune_spec(config.finetune.task).head
+    if head is None:
         return AutoModelForCausalLM.from_config(model_config)
     model_config.num_labels = _outputs(config, model_config)
-    return TASK_AUTO[task].from_config(model_config)
+    return head.auto.from_config(model_config)
 
 
 def _outputs(config: Config, model_config: PreTrainedConfig) -> int:
     """A fine-tune head's outputs (2 for QA's start/end, the labels' count, 2 when the data names them),
     else the vocabulary."""
     finetune = config.finetune
-    if finetune is None or finetune.task == "sft":
+    if finetune is None or finetune_spec(finetune.task).head is None:
         return model_config.vocab_size
-    if finetune.task == "qa":
-        return 2
-    if finetune.task == "classification" and finetune.problem == "regression":
-        return 1
-    return len(finetune.labels or ()) or 2
+    return finetune_spec(finetune.task).outputs(finetune.problem, finetune.labels) or 2
 
 
 def _model_config(config: Config) -> tuple[PreTrainedConfig, str]:

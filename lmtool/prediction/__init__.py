@@ -14,6 +14,7 @@ from lmtool import console
 from lmtool.errors import LmtoolError
 from lmtool.prediction.inputs import read_inputs
 from lmtool.prediction.model import load_predictor
+from lmtool.tasks.registry import finetune_spec
 
 FORMATS = ("auto", "text", "jsonl")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -49,32 +50,17 @@ def run_predict(
         raise LmtoolError(
             f"--max-length must be at most the model's {positions} positions (got {max_length}; model {model})"
         )
+    spec = finetune_spec(pred.task)
     length = max_length or pred.default_max_length()
-    if pred.task == "qa":
-        from lmtool.prediction.answers import answer, answer_stride
-
-        length = max_length or min(384, length)
-        console.info(f"question answering, {len(items)} inputs, max_length {length}")
-        records = answer(pred, items, batch_size, length, answer_stride(pred, length, stride))
-    else:
-        console.info(f"{pred.task} ({pred.problem if pred.task == 'classification' else 'entities'}) "
-                     f"with {len(pred.labels)} labels, {len(items)} inputs, max_length {length}")  # fmt: skip
-        records = _label(pred, items, batch_size, length, stride)
+    if spec.max_length_cap is not None:
+        length = max_length or min(spec.max_length_cap, length)
+    console.info(f"{spec.describe(pred)}{len(items)} inputs, max_length {length}")
+    records = spec.decode(pred, items, batch_size, length, stride)
     as_text = output_format == "text" or (output_format == "auto" and stdout.isatty())
     for record in records:
         stdout.write((_as_text(record) if as_text else json.dumps(record, ensure_ascii=False)) + "\n")
     stdout.flush()
     return len(records)
-
-
-def _label(pred, items, batch_size: int, length: int, stride: int | None) -> list[dict]:
-    if pred.task == "classification":
-        from lmtool.prediction.classify import classify
-
-        return classify(pred, items, batch_size, length)
-    from lmtool.prediction.entities import extract, window_settings
-
-    return extract(pred, items, batch_size, length, window_settings(pred, length, stride))
 
 
 def _as_text(record: dict) -> str:

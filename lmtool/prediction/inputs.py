@@ -8,18 +8,11 @@ Blank lines are skipped; lines end at "\\n" only (lmtool.input_lines).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TextIO
 
 from lmtool.errors import LmtoolError
 from lmtool.input_lines import read_lines
-
-
-@dataclass
-class Item:
-    text: str
-    pair: str | None
-    origin: str  # for error messages: "argument 2", "reviews.txt:7", "stdin:3"
+from lmtool.tasks.predictor import Item
 
 
 def read_inputs(args: list[str], file: str | None, stdin: TextIO) -> list[Item]:

@@ -1,63 +1,26 @@
-"""A fine-tuned classifier or tagger, read from its directory, and batched forward passes over it.
+"""A fine-tuned classifier, tagger or QA model read from its directory (lmtool.tasks.predictor.Predictor).
 
-The task comes from the saved config: its architecture (`...ForSequenceClassification` or
-`...ForTokenClassification`), `id2label` and `problem_type`, all written by `save_pretrained`.
+The task comes from the saved config: its architecture's head (`...ForSequenceClassification`, ...: the
+task registry says whose), `id2label` and `problem_type`, all written by `save_pretrained`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-import torch
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
 )
 
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
 from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError, first_line
 from lmtool.model_dir import check_model_dir, check_vocab_fits
-from lmtool.positions import PADDING_OFFSET_TYPES, max_positions
+from lmtool.tasks.predictor import Predictor
+from lmtool.tasks.registry import spec_for_architectures
 from lmtool.train.precision import resolve_device
-
-TASKS = {
-    "ForSequenceClassification": ("classification", AutoModelForSequenceClassification),
-    "ForTokenClassification": ("token_classification", AutoModelForTokenClassification),
-    "ForQuestionAnswering": ("qa", AutoModelForQuestionAnswering),
-}
-
-
-@dataclass
-class Predictor:
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    device: torch.device
-    task: str  # classification | token_classification | qa
-    problem: str  # single_label | multi_label | regression (token_classification: single_label)
-    labels: list[str]
-
-    def positions(self) -> int | None:
-        """The longest input the model takes (RoBERTa-style tables less their offset); None: unbounded."""
-        config = self.model.config
-        positions = max_positions(config)
-        if positions is not None and config.model_type in PADDING_OFFSET_TYPES:
-            positions -= (config.pad_token_id or 0) + 1
-        return positions
-
-    def default_max_length(self) -> int:
-        """The tokenizer's limit, within the model's positions."""
-        positions = self.positions()
-        limit = self.tokenizer.model_max_length
-        limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
-        return min([v for v in (positions, limit) if v] or [512])
 
 
 def load_predictor(path: str, device: str) -> Predictor:
@@ -70,20 +33,19 @@ def load_predictor(path: str, device: str) -> Predictor:
     except (OSError, ValueError) as exc:
         raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
     archs = config.architectures or []
-    found = [TASKS[s] for s in TASKS for a in archs if a.endswith(s)]
-    if not found:
+    spec = spec_for_architectures(archs)
+    if spec is None:
         raise LmtoolError(
             f"{path} is not a fine-tuned classification, token-classification or question-answering model "
             f"(architecture {', '.join(archs) or 'unknown'}): lmtool predict needs one that lmtool finetune saved"
         )
-    task, auto = found[0]
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
         raise LmtoolError(
             f"{path} has no usable tokenizer (save one with the model): {first_line(exc)}"
         ) from None
-    if task in ("token_classification", "qa") and not tokenizer.is_fast:
+    if spec.needs_fast_tokenizer and not tokenizer.is_fast:
         raise LmtoolError(
             f"{path}: character offsets need a fast tokenizer (tokenizer.json); this one is slow"
         )
@@ -92,43 +54,14 @@ def load_predictor(path: str, device: str) -> Predictor:
     except ConfigError as exc:
         raise LmtoolError(str(exc).replace("train.device", "--device", 1)) from None
     try:
-        model = auto.from_pretrained(path)
+        model = spec.head.auto.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise LmtoolError(f"cannot load model {path}: {first_line(exc)}") from None
     check_vocab_fits(path, tokenizer, model)
     model.to(dev).eval()
-    labels = [] if task == "qa" else [config.id2label[i] for i in sorted(config.id2label)]
+    labels = [config.id2label[i] for i in sorted(config.id2label)] if spec.has_labels else []
     problem = {"multi_label_classification": "multi_label", "regression": "regression"}.get(
         config.problem_type or "",
-        "regression" if task == "classification" and config.num_labels == 1 else "single_label",
+        "regression" if spec.has_problem and config.num_labels == 1 else "single_label",
     )
-    return Predictor(model, tokenizer, dev, task, problem, labels)
-
-
-def forward(pred: Predictor, encodings: list[dict[str, list[int]]], batch_size: int) -> list[torch.Tensor]:
-    """fp32 logits per encoding, in input order: batches of similar length (longest first), each padded
-    to its longest row only. Token models give one row of logits per token, without the padding."""
-    order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i]["input_ids"]))
-    pad_id = pred.tokenizer.pad_token_id if pred.tokenizer.pad_token_id is not None else 0
-    out: list[torch.Tensor | None] = [None] * len(encodings)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = max(len(encodings[i]["input_ids"]) for i in rows)
-        batch: dict[str, torch.Tensor] = {}
-        for key, fill in (("input_ids", pad_id), ("token_type_ids", 0)):
-            if key in encodings[rows[0]]:
-                batch[key] = torch.tensor([_pad(encodings[i][key], width, fill) for i in rows])
-        batch["attention_mask"] = torch.tensor(
-            [_pad([1] * len(encodings[i]["input_ids"]), width, 0) for i in rows]
-        )
-        with torch.inference_mode():
-            logits = pred.model(**{k: v.to(pred.device) for k, v in batch.items()}).logits.float().cpu()
-        for row, index in enumerate(rows):
-            out[index] = (
-                logits[row, : len(encodings[index]["input_ids"])] if logits.dim() == 3 else logits[row]
-            )
-    return out  # type: ignore[return-value]
-
-
-def _pad(values: list[int], width: int, fill: int) -> list[int]:
-    return values + [fill] * (width - len(values))
+    return Predictor(model, tokenizer, dev, spec.name, problem, labels)

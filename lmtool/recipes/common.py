@@ -109,7 +109,7 @@ def processed_dir(config: Config) -> Path:
     processed = Path(os.path.expanduser(config.data.processed_dir))
     if processed.exists():
         return processed
-    from lmtool.data.preprocess import run_preprocess
+    from lmtool.tasks.registry import preprocess as run_preprocess
 
     console.info(f"{processed} does not exist: preprocessing first")
     try:

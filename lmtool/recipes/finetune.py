@@ -34,15 +34,17 @@ def run_finetune(config: Config, *, overwrite: bool = False) -> Path:
 
 
 def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool) -> Path:
-    from lmtool.finetune.heads import freeze, layer_lr_scale, load_for_task
+    from lmtool.finetune.heads import freeze, layer_lr_scale
     from lmtool.model_check import check_num_labels
     from lmtool.tasks import make_finetune_task
+    from lmtool.tasks.registry import finetune_spec
     from lmtool.train.engine import Trainer
 
     processed = processed_dir(config)
     manifest, tokenizer, train_data, eval_data = load_labeled(processed, config)
     refuse_stale(processed, config, device)
     ft = config.finetune
+    spec = finetune_spec(ft.task)
     labels = list(manifest.get("labels") or [])
     check_num_labels(config, labels, manifest.get("problem"))  # the data's label count is known now
     resume_from = open_run(config, env, overwrite)
@@ -50,22 +52,18 @@ def _finetune(config: Config, env: distributed.DistEnv, device: torch.device, ov
     enable_tf32(device)
     keep_cpu_memory(device)
     torch.manual_seed(config.run.seed)  # the new head's weights: the same on every rank
-    model = load_for_task(
+    model = spec.load_model(
         config.model.init_from,
-        ft.task,
         manifest.get("problem") or ft.problem,
         labels,
         ft.reinit_head,
         trust_remote_code=config.model.trust_remote_code,
         overrides=config.model.config,
     )
-    if ft.task == "sft":
-        from lmtool.finetune.causal import sft_rows
-
-        train_data, eval_data = sft_rows(model, ft.sft.packing, ft.max_length, train_data, eval_data)
+    train_data, eval_data = spec.prepare_rows(model, ft, train_data, eval_data)
     config = _with_eval_schedule(config, len(train_data), env.world_size, eval_data is not None)
-    if ft.task == "qa":  # saved with the model: `lmtool predict` decodes answers as the evaluator did
-        model.config.lmtool_qa = ft.qa.model_dump()
+    for name, value in spec.saved_settings(ft).items():  # e.g. how `lmtool predict` decodes QA answers
+        setattr(model.config, name, value)
     freeze(model, ft.freeze)
     model_files = None
     if ft.lora is not None:

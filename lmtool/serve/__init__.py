@@ -93,10 +93,10 @@ def load_server(model: str, limits: Limits, api_key: str | None, device: str, pr
           window_ms: float):  # fmt: skip
     """The Server for the model's kind: a task model (as `predict` reads it), a causal LM with its batcher,
     or a masked LM."""
-    from lmtool.prediction.model import TASKS
     from lmtool.serve.app import Server
+    from lmtool.tasks.registry import head_suffixes
 
-    if _architectures(model) & set(TASKS):
+    if _architectures(model) & set(head_suffixes()):
         from lmtool.prediction.model import load_predictor
 
         return Server(model, limits, api_key, predictor=load_predictor(model, device))

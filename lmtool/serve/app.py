@@ -35,9 +35,9 @@ class Server:
         if self.batcher is not None:
             return "/v1/completions, /v1/chat/completions"
         if self.predictor is not None:
-            from lmtool.serve.tasks import ROUTES
+            from lmtool.serve.tasks import route
 
-            return f"/v1{ROUTES[self.predictor.task]}"
+            return f"/v1{route(self.predictor)}"
         return "/v1/fill-mask"
 
     def check_model(self, name: str | None) -> None:
@@ -109,7 +109,7 @@ def build_app(server: Server) -> FastAPI:
 
         pred = server.predictor
 
-        @v1.post(tasks.ROUTES[pred.task])
+        @v1.post(tasks.route(pred))
         async def predict(request: Request):
             req = await read_json(request, tasks.schema(pred), server.limits.max_body_bytes)
             server.check_model(req.model)

@@ -8,12 +8,11 @@ import json
 from pydantic import Field, StrictStr, field_validator
 
 from lmtool.errors import LmtoolError
-from lmtool.prediction.inputs import Item
-from lmtool.prediction.model import Predictor
 from lmtool.serve.http import ApiError
 from lmtool.serve.schemas import Strict
+from lmtool.tasks.predictor import Item, Predictor
+from lmtool.tasks.registry import finetune_spec
 
-ROUTES = {"classification": "/classify", "token_classification": "/entities", "qa": "/answer"}
 BATCH = 32
 
 
@@ -47,8 +46,13 @@ class QuestionsRequest(Strict):
     _input = field_validator("input", mode="before")(_listed)
 
 
+def route(pred: Predictor) -> str:
+    """The model's endpoint under /v1 (its task's)."""
+    return finetune_spec(pred.task).route
+
+
 def schema(pred: Predictor) -> type[TextsRequest] | type[QuestionsRequest]:
-    return QuestionsRequest if pred.task == "qa" else TextsRequest
+    return QuestionsRequest if finetune_spec(pred.task).questions else TextsRequest
 
 
 def predict(pred: Predictor, req: TextsRequest | QuestionsRequest) -> list[dict]:
@@ -60,19 +64,11 @@ def predict(pred: Predictor, req: TextsRequest | QuestionsRequest) -> list[dict]
         else:
             text, pair = (value, None) if isinstance(value, str) else (value.text, value.text_pair)
             items.append(Item(text, pair, f"input.{i}"))
+    spec = finetune_spec(pred.task)
     length = pred.default_max_length()
+    if spec.max_length_cap is not None:
+        length = min(spec.max_length_cap, length)
     try:
-        if pred.task == "qa":
-            from lmtool.prediction.answers import answer, answer_stride
-
-            length = min(384, length)
-            return answer(pred, items, BATCH, length, answer_stride(pred, length, None))
-        if pred.task == "classification":
-            from lmtool.prediction.classify import classify
-
-            return classify(pred, items, BATCH, length)
-        from lmtool.prediction.entities import extract, window_settings
-
-        return extract(pred, items, BATCH, length, window_settings(pred, length, None))
+        return spec.decode(pred, items, BATCH, length, None)
     except LmtoolError as exc:
         raise ApiError(400, str(exc), param="input", code="invalid_value") from None

@@ -1,4 +1,5 @@
-"""Tasks: what a batch looks like, its loss, and its evaluation metrics. The engine knows nothing else."""
+"""Tasks: what a batch looks like, its loss, and its evaluation metrics. The engine knows nothing else.
+The pretraining objectives are made here by name; the fine-tune tasks are in registry.py."""
 
 from __future__ import annotations
 
@@ -32,32 +33,27 @@ def make_finetune_task(
     """The task of a fine-tuning run, from its processed data's manifest (labels in id order, problem)
     and the `finetune:` section. On CUDA, batches are padded to a multiple of 8 (tensor cores).
     `processed` (the processed data directory) gives QA's evaluator the validation questions."""
+    from lmtool.tasks.registry import finetune_spec
+
     multiple = 8 if torch.device(device).type == "cuda" else None
-    labels = list(manifest.get("labels") or [])
-    if cfg.task == "qa":
-        from lmtool.tasks.qa import QAReference, QuestionAnsweringTask
-
-        has_validation = processed is not None and (processed / "validation_examples").is_dir()
-        reference = QAReference.load(processed) if has_validation else None
-        return QuestionAnsweringTask(tokenizer, cfg.qa, multiple, reference)
-    if cfg.task == "token_classification":
-        from lmtool.tasks.token_classification import TokenClassificationTask
-
-        return TokenClassificationTask(tokenizer, labels, cfg.tag_scheme, multiple)
-    if cfg.task == "classification":
-        from lmtool.tasks.classification import SequenceClassificationTask, resolve_class_weights
-
-        problem = manifest.get("problem", cfg.problem)
-        weights = resolve_class_weights(cfg.class_weights, labels, problem, manifest)
-        num_labels = 1 if problem == "regression" else len(labels)
-        return SequenceClassificationTask(
-            tokenizer, num_labels, problem, weights, multiple, labels=labels or None
-        )
-    if cfg.task == "sft":
-        from lmtool.tasks.sft import SftTask
-
-        return SftTask(tokenizer, multiple)
-    raise ValueError(f"unknown finetune task {cfg.task!r}")
+    return finetune_spec(cfg.task).make_task(manifest, tokenizer, cfg, multiple, processed)
 
 
-__all__ = ["Evaluator", "Task", "make_finetune_task", "make_task"]
+def load_for_task(
+    init_from: str,
+    task: str,
+    problem: str,
+    labels: list[str],
+    reinit_head: bool,
+    trust_remote_code: bool = False,
+    overrides: dict | None = None,
+):
+    """`init_from` with the head of the task called `task` for `labels` (TaskSpec.load_model)."""
+    from lmtool.tasks.registry import finetune_spec
+
+    return finetune_spec(task).load_model(
+        init_from, problem, labels, reinit_head, trust_remote_code, overrides
+    )
+
+
+__all__ = ["Evaluator", "Task", "load_for_task", "make_finetune_task", "make_task"]

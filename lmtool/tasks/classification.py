@@ -13,17 +13,25 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
 
 from lmtool.errors import ConfigError, LmtoolError
-from lmtool.evaluation.classification_metrics import (
+from lmtool.finetune.heads import Head
+from lmtool.tasks.base import model_inputs
+from lmtool.tasks.metrics.classification import (
     multi_label_metrics,
     regression_metrics,
     single_label_metrics,
 )
-from lmtool.tasks.base import model_inputs
 from lmtool.tasks.padding import pad_inputs
+from lmtool.tasks.spec import TaskSpec
 
 PROBLEMS = ("single_label", "multi_label", "regression")
+PROBLEM_TYPES = {  # transformers' names, saved as the model's problem_type
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
 
 
 class SequenceClassificationTask:
@@ -159,3 +167,45 @@ def resolve_class_weights(
         else sum(counts[label] for label in labels)
     )
     return [total / (len(labels) * counts[label]) for label in labels]
+
+
+def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) -> SequenceClassificationTask:
+    labels = list(manifest.get("labels") or [])
+    problem = manifest.get("problem", cfg.problem)
+    weights = resolve_class_weights(cfg.class_weights, labels, problem, manifest)
+    num_labels = 1 if problem == "regression" else len(labels)
+    return SequenceClassificationTask(
+        tokenizer, num_labels, problem, weights, multiple, labels=labels or None
+    )
+
+
+def _outputs(problem: str, labels: Sequence[str] | None) -> int | None:
+    if problem == "regression":
+        return 1
+    return None if labels is None else len(labels)
+
+
+def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
+    from lmtool.data.labeled_build import build_labeled
+
+    build_labeled(config, train_sources, val_sources, out, scratch, key, word_level=False)
+
+
+def _decode(pred, items, batch_size: int, max_length: int, stride: int | None) -> list[dict]:
+    from lmtool.tasks.decoding.classify import classify
+
+    return classify(pred, items, batch_size, max_length)
+
+
+SPEC = TaskSpec(
+    name="classification",
+    head=Head("classification", AutoModelForSequenceClassification, "ForSequenceClassification"),
+    build_data=_build_data,
+    make_task=_make_task,
+    outputs=_outputs,
+    has_problem=True,
+    head_settings=lambda problem: {"problem_type": PROBLEM_TYPES[problem]},
+    decode=_decode,
+    describe=lambda pred: f"classification ({pred.problem}) with {len(pred.labels)} labels, ",
+    route="/classify",
+)

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForQuestionAnswering
 
 from lmtool.config.finetune import QAConfig
 from lmtool.errors import LmtoolError
-from lmtool.evaluation.qa_postprocess import Window, best_answer
-from lmtool.evaluation.squad_metrics import squad_v1, squad_v2
+from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.metrics.squad import squad_v1, squad_v2
 from lmtool.tasks.padding import pad_inputs
+from lmtool.tasks.qa_postprocess import Window, best_answer
+from lmtool.tasks.spec import TaskSpec
 
 
 @dataclass
@@ -132,3 +135,41 @@ class QAEvaluator:
         metrics = {"loss": self.nll / max(len(self.windows), 1), "windows": len(self.windows)}
         metrics.update((squad_v2 if cfg.version_2 else squad_v1)(predictions, golds))
         return metrics
+
+
+def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) -> QuestionAnsweringTask:
+    """`processed` (the processed data directory) gives the evaluator the validation questions."""
+    has_validation = processed is not None and (processed / "validation_examples").is_dir()
+    reference = QAReference.load(processed) if has_validation else None
+    return QuestionAnsweringTask(tokenizer, cfg.qa, multiple, reference)
+
+
+def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
+    from lmtool.data.qa_build import build_qa
+
+    build_qa(config, train_sources, val_sources, out, scratch, key)
+
+
+def _decode(pred, items, batch_size: int, max_length: int, stride: int | None) -> list[dict]:
+    from lmtool.tasks.decoding.answers import answer, answer_stride
+
+    return answer(pred, items, batch_size, max_length, answer_stride(pred, max_length, stride))
+
+
+SPEC = TaskSpec(
+    name="qa",
+    head=Head("qa", AutoModelForQuestionAnswering, "ForQuestionAnswering"),
+    build_data=_build_data,
+    make_task=_make_task,
+    outputs=lambda problem, labels: 2,  # a start and an end logit per token
+    needs_fast_tokenizer=True,
+    questions=True,
+    has_labels=False,
+    new_head_label="start/end",
+    # saved with the model: `lmtool predict` decodes answers as the evaluator did
+    saved_settings=lambda ft: {"lmtool_qa": ft.qa.model_dump()},
+    decode=_decode,
+    max_length_cap=384,
+    describe=lambda pred: "question answering, ",
+    route="/answer",
+)

@@ -16,6 +16,7 @@ from lmtool.data.collate import IGNORE
 from lmtool.tasks.base import TokenLossEvaluator
 from lmtool.tasks.clm import causal_nll
 from lmtool.tasks.padding import pad_inputs, pad_rows
+from lmtool.tasks.spec import TaskSpec
 
 
 def block_causal_mask(position_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -83,3 +84,32 @@ class SftTask:
             return nll, count, 0
 
         return TokenLossEvaluator(stats)
+
+
+def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) -> SftTask:
+    return SftTask(tokenizer, multiple)
+
+
+def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
+    from lmtool.data.sft_build import build_sft
+
+    build_sft(config, train_sources, val_sources, out, scratch, key)
+
+
+def _rows(model: torch.nn.Module, ft, train, validation):
+    """Packed into max_length rows when finetune.sft.packing asks and the model can isolate them."""
+    from lmtool.finetune.causal import sft_rows
+
+    return sft_rows(model, ft.sft.packing, ft.max_length, train, validation)
+
+
+SPEC = TaskSpec(
+    name="sft",
+    head=None,  # the model's own LM head: nothing new
+    build_data=_build_data,
+    make_task=_make_task,
+    outputs=lambda problem, labels: None,
+    is_causal=True,
+    has_labels=False,
+    prepare_rows=_rows,
+)

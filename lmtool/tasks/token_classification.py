@@ -13,12 +13,15 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForTokenClassification
 
 from lmtool.data.collate import IGNORE
 from lmtool.errors import ConfigError
-from lmtool.evaluation.ner_metrics import ner_metrics, scheme_problem
+from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.metrics.ner import ner_metrics, scheme_problem
 from lmtool.tasks.padding import pad_inputs, pad_rows
+from lmtool.tasks.spec import TaskSpec
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,3 +107,33 @@ class TokenClassificationEvaluator:
         metrics = {"loss": self.nll / max(self.tokens, 1), "tokens": self.tokens}
         metrics.update(ner_metrics(gold, predicted))
         return metrics
+
+
+def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) -> TokenClassificationTask:
+    return TokenClassificationTask(tokenizer, list(manifest.get("labels") or []), cfg.tag_scheme, multiple)
+
+
+def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
+    from lmtool.data.labeled_build import build_labeled
+
+    build_labeled(config, train_sources, val_sources, out, scratch, key, word_level=True)
+
+
+def _decode(pred, items, batch_size: int, max_length: int, stride: int | None) -> list[dict]:
+    from lmtool.tasks.decoding.entities import extract, window_settings
+
+    return extract(pred, items, batch_size, max_length, window_settings(pred, max_length, stride))
+
+
+SPEC = TaskSpec(
+    name="token_classification",
+    head=Head("token_classification", AutoModelForTokenClassification, "ForTokenClassification"),
+    build_data=_build_data,
+    make_task=_make_task,
+    outputs=lambda problem, labels: None if labels is None else len(labels),
+    word_level=True,
+    needs_fast_tokenizer=True,
+    decode=_decode,
+    describe=lambda pred: f"token_classification (entities) with {len(pred.labels)} labels, ",
+    route="/entities",
+)

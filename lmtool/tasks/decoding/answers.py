@@ -1,5 +1,5 @@
 """Extractive answers with character offsets into the context, decoded exactly as the QA evaluator
-decodes them (`lmtool.evaluation.qa_postprocess.best_answer`).
+decodes them (`lmtool.tasks.qa_postprocess.best_answer`).
 
 Inputs are JSON lines {"question", "context"}; a context longer than max_length is cut into windows
 sharing `stride` context tokens, and the best span over all windows wins. Decoding settings
@@ -16,10 +16,9 @@ import torch
 from lmtool.config.finetune import QAConfig
 from lmtool.data.qa_data import crowded_question
 from lmtool.errors import LmtoolError
-from lmtool.evaluation.qa_postprocess import NO_OFFSET, Window, best_answer
-from lmtool.prediction.inputs import Item
-from lmtool.prediction.model import Predictor
 from lmtool.tasks.padding import pad_rows
+from lmtool.tasks.predictor import Item, Predictor
+from lmtool.tasks.qa_postprocess import NO_OFFSET, Window, best_answer
 
 
 def qa_settings(pred: Predictor) -> QAConfig:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from lmtool import console
-from lmtool.prediction.inputs import Item
-from lmtool.prediction.model import Predictor, forward
+from lmtool.tasks.predictor import Item, Predictor, forward
 
 
 def classify(pred: Predictor, items: list[Item], batch_size: int, max_length: int) -> list[dict]:

@@ -13,9 +13,8 @@ from collections import Counter
 import torch
 
 from lmtool.errors import LmtoolError
-from lmtool.evaluation.ner_metrics import chunks
-from lmtool.prediction.inputs import Item
-from lmtool.prediction.model import Predictor, forward
+from lmtool.tasks.metrics.ner import chunks
+from lmtool.tasks.predictor import Item, Predictor, forward
 from lmtool.text_spans import grapheme_end
 
 
