@@ -157,7 +157,7 @@ def run_lmtool(args: argparse.Namespace) -> dict:
     from lmtool.config import load_config
     from lmtool.data.preprocess import run_preprocess
     from lmtool.recipes.finetune import run_finetune
-    from lmtool.train.precision import resolve_precision
+    from lmtool.runtime import resolve_precision
 
     console.configure(quiet=True)
     train = {"epochs": EPOCHS, "batch_size": BATCH, "lr": LR}

@@ -9,6 +9,7 @@ any split of the same global batch gives the same step.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from lmtool import console
 from lmtool.compat import enable_activation_checkpointing
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
+from lmtool.runtime import Precision
 from lmtool.train import checkpoint, distributed, failures, ranklog
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches
@@ -37,14 +39,24 @@ from lmtool.train.metrics import (
 from lmtool.train.model_files import ModelFiles
 from lmtool.train.optim import build_optimizer, build_scheduler, resolve_warmup
 from lmtool.train.plan import describe, make_plan, should_compile
-from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
 from lmtool.train.requeue import write_marker
 from lmtool.train.rundir import open_run_dir
-from lmtool.train.saving import Saver
+from lmtool.train.saving import RunFiles, Saver, Trained
 from lmtool.train.sharded_eval import sharded_metrics
 from lmtool.train.signals import StopRequest, ignore_stop_signals
 from lmtool.train.step_stats import LOSS_SUM, TARGETS, TOKENS, StepNumbers, StepStats
+
+
+def loss_divisor(tokens_per_micro_batch: int) -> float:
+    """What the backward pass divides each micro-batch's loss sum by: a power of two near its token count.
+
+    Gradients then have the size of a mean loss's, which fp16 needs (those of a sum overflow, and the
+    GradScaler backs off, skipping ~log2(tokens) updates at the start); a power of two, so that
+    multiplying it back before the optimizer step is exact and any split of a global batch still gives
+    the same step.
+    """
+    return 2.0 ** round(math.log2(max(tokens_per_micro_batch, 1)))
 
 
 class Trainer:
@@ -108,21 +120,34 @@ class Trainer:
         self.stop_vote = distributed.StopVote(device)
         self._last_step: StepNumbers | None = None
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
+        self.scheduler = self._schedule(0)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
         self.loss_divisor = loss_divisor(self.plan.micro_batch * sequence_length)
         self.flops_per_token = flops_per_token(model, sequence_length)
         self.mfu: MfuMeter | None = None  # rank 0's, once the run directory is open
         self.sink: MetricsSink | None = None
         self.deadline = Deadline.from_config(self.cfg.stop_before, self.cfg.deadline)
-        self.saver = Saver(self)
+        self.saver = Saver(
+            Trained(model, self.optimizer, self.scaler, self._schedule, self.plan.global_batch),
+            RunFiles(self.run_dir, config, tokenizer, self.model_files, self.keep_best),
+            env,
+            device,
+            sharded=self.strategy.sharded_checkpoints,
+            deadline=self.deadline,
+        )
+
+    def _schedule(self, done_steps: int):
+        """This config's learning-rate schedule, positioned after `done_steps` (on resume)."""
+        return build_scheduler(
+            self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=done_steps
+        )
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> Path:
         """Train until the plan's last step (or early stopping, a signal, too many bad steps); return final/."""
         if self.resume_from is not None:
-            self.saver.restore(self.resume_from)
+            self.state, self.scheduler = self.saver.restore(self.resume_from)
         self.best.adopt(self.state)
         self._stop_early = self.best.exhausted(self.state)  # a resumed run that had stopped early
         plan, state = self.plan, self.state
@@ -174,7 +199,13 @@ class Trainer:
                     )
         self._evaluate()
         self._save()
-        return self.saver.write_final()
+        try:
+            final = self.saver.write_final(self.state, self.best.metric)
+        except LmtoolError:  # final/ could not be written: the metrics and trackers are closed all the same
+            self._close_sink()
+            raise
+        self._close_sink()
+        return final
 
     def _accumulate(self, batches, stop: StopRequest) -> tuple[torch.Tensor, bool]:
         """Forward/backward over the step's micro-batches; returns the device tensor (loss sum, target tokens,
@@ -262,7 +293,7 @@ class Trainer:
 
     def _save(self, wait: bool = True) -> None:
         self._settle()
-        self.saver.save(wait=wait)
+        self.saver.save(self.state, self.scheduler, wait=wait)
 
     # ------------------------------------------------------------------ data
 
@@ -334,6 +365,10 @@ class Trainer:
         if self.env.is_main:
             self.sink.write(record)
             console.info(train_line(record, self.plan.total_steps))
+
+    def _close_sink(self) -> None:
+        if self.sink is not None:  # rank 0's
+            self.sink.close()
 
     def _open_run_dir(self) -> None:
         if self.env.is_main:
