@@ -88,7 +88,8 @@ def _build(run: Launched) -> Setup:
     freeze(model, ft.freeze)
     model_files = None
     if ft.lora is not None:
-        from lmtool.finetune.lora import LoraFiles, apply_lora
+        from lmtool.finetune.lora import apply_lora
+        from lmtool.recipes.lora_files import LoraFiles
 
         model, model_files = apply_lora(model, ft.lora), LoraFiles(ft.lora.merge)
     lr_scale = layer_lr_scale(model, ft.layer_lr_decay) if ft.layer_lr_decay is not None else None

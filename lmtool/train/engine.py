@@ -9,7 +9,6 @@ any split of the same global batch gives the same step.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,18 +44,7 @@ from lmtool.train.rundir import open_run_dir
 from lmtool.train.saving import RunFiles, Saver, Trained
 from lmtool.train.sharded_eval import sharded_metrics
 from lmtool.train.signals import StopRequest, ignore_stop_signals
-from lmtool.train.step_stats import LOSS_SUM, TARGETS, TOKENS, StepNumbers, StepStats
-
-
-def loss_divisor(tokens_per_micro_batch: int) -> float:
-    """What the backward pass divides each micro-batch's loss sum by: a power of two near its token count.
-
-    Gradients then have the size of a mean loss's, which fp16 needs (those of a sum overflow, and the
-    GradScaler backs off, skipping ~log2(tokens) updates at the start); a power of two, so that
-    multiplying it back before the optimizer step is exact and any split of a global batch still gives
-    the same step.
-    """
-    return 2.0 ** round(math.log2(max(tokens_per_micro_batch, 1)))
+from lmtool.train.step_stats import LOSS_SUM, TARGETS, TOKENS, StepNumbers, StepStats, loss_divisor
 
 
 class Trainer:
@@ -199,13 +187,7 @@ class Trainer:
                     )
         self._evaluate()
         self._save()
-        try:
-            final = self.saver.write_final(self.state, self.best.metric)
-        except LmtoolError:  # final/ could not be written: the metrics and trackers are closed all the same
-            self._close_sink()
-            raise
-        self._close_sink()
-        return final
+        return self._write_final()
 
     def _accumulate(self, batches, stop: StopRequest) -> tuple[torch.Tensor, bool]:
         """Forward/backward over the step's micro-batches; returns the device tensor (loss sum, target tokens,
@@ -295,6 +277,21 @@ class Trainer:
         self._settle()
         self.saver.save(self.state, self.scheduler, wait=wait)
 
+    def _write_final(self) -> Path:
+        """final/ (every rank); then rank 0 closes metrics.jsonl and the trackers, also when final/ could not
+        be written (an error all ranks raise alike)."""
+        try:
+            final = self.saver.write_final(self.state, self.best.metric)
+        except LmtoolError:
+            self._close_sink()
+            raise
+        self._close_sink()
+        return final
+
+    def _close_sink(self) -> None:
+        if self.sink is not None:  # rank 0's
+            self.sink.close()
+
     # ------------------------------------------------------------------ data
 
     def _loader(self, start: int) -> DataLoader:
@@ -365,10 +362,6 @@ class Trainer:
         if self.env.is_main:
             self.sink.write(record)
             console.info(train_line(record, self.plan.total_steps))
-
-    def _close_sink(self) -> None:
-        if self.sink is not None:  # rank 0's
-            self.sink.close()
 
     def _open_run_dir(self) -> None:
         if self.env.is_main:
