@@ -1,7 +1,9 @@
 """What every command that runs a model shares: the device, the numeric precision, the seeds.
 
-`train.device` and `train.precision` mean what `evaluate.device`/`generate.precision` mean: each command
-passes the key it read the setting from, so that an error names that key. Precision auto = bf16 autocast (fp32 master weights) on CUDA GPUs with bf16 and on CPUs with native bf16
+`train.device` and `train.precision` mean what `evaluate.device` and `generate.precision` mean: each
+command passes the key it read the setting from, so that an error names that key.
+
+Precision auto = bf16 autocast (fp32 master weights) on CUDA GPUs with bf16 and on CPUs with native bf16
 matmuls (AVX512-BF16 or AMX), fp16 autocast + GradScaler on older GPUs, fp32 otherwise. On a CPU
 without bf16 instructions bf16 is emulated and slower than fp32, so auto keeps fp32 there.
 """
