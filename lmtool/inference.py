@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtool.errors import ConfigError, LmtoolError
-from lmtool.train.precision import Precision, resolve_device, resolve_precision
+from lmtool.runtime import Precision, resolve_device, resolve_precision
 
 
 @dataclass
@@ -30,11 +29,8 @@ def load_for_inference(
     """Load `path` (model + tokenizer) in eval mode on the configured device and precision."""
     from lmtool.models import is_causal_lm, load_model
 
-    try:
-        dev = resolve_device(device)
-        prec = resolve_precision(precision, dev)
-    except ConfigError as exc:  # the helpers name train.*; say which section the user must fix
-        raise LmtoolError(str(exc).replace("train.", f"{section}.", 1)) from None
+    dev = resolve_device(device, key=f"{section}.device")
+    prec = resolve_precision(precision, dev, key=f"{section}.precision")
     model, tokenizer = load_model(path, trust_remote_code=trust_remote_code, key=f"{section}.model")
     model.to(dev)
     return Loaded(model, tokenizer, dev, prec, is_causal_lm(model))

@@ -36,9 +36,9 @@ def worker(config: str, out: str) -> None:
 
     real_save, stalls = Saver.save, []
 
-    def timed(self, wait: bool = True) -> None:
+    def timed(self, progress, scheduler, wait: bool = True) -> None:
         started = time.perf_counter()
-        real_save(self, wait)
+        real_save(self, progress, scheduler, wait)
         if not wait:
             stalls.append(time.perf_counter() - started)
 

@@ -156,8 +156,8 @@ def run_lmtool(args: argparse.Namespace) -> dict:
     from lmtool import console
     from lmtool.config import load_config
     from lmtool.recipes.finetune import run_finetune
+    from lmtool.runtime import resolve_precision
     from lmtool.tasks.registry import preprocess as run_preprocess
-    from lmtool.train.precision import resolve_precision
 
     console.configure(quiet=True)
     train = {"epochs": EPOCHS, "batch_size": BATCH, "lr": LR}

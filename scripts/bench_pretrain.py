@@ -145,8 +145,8 @@ def run_lmtool(data: Path, out: Path, args: argparse.Namespace) -> dict:
     from lmtool import console
     from lmtool.config import load_config
     from lmtool.recipes.pretrain import run_pretrain
+    from lmtool.runtime import resolve_precision
     from lmtool.train.metrics import flops_per_token, measure_cpu_matmul_peak, peak_flops
-    from lmtool.train.precision import resolve_precision
 
     console.configure(quiet=True)
     model = dict(MODEL)

@@ -112,7 +112,7 @@ def cpu_features() -> dict:
     """What decides CPU speed here: the vector ISA torch dispatches to and native bf16 units."""
     import torch
 
-    from lmtool.train.precision import cpu_has_bf16
+    from lmtool.runtime import cpu_has_bf16
 
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_units": cpu_has_bf16()}
 

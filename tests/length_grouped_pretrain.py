@@ -22,7 +22,7 @@ def main(config: str, lengths_file: str, group: str) -> None:
     real_init = Trainer.__init__
 
     def init(self, **kwargs):
-        real_init(self, **kwargs, order_lengths=lengths, length_group=int(group))
+        real_init(self, **{**kwargs, "order_lengths": lengths, "length_group": int(group)})
 
     Trainer.__init__ = init
     run_pretrain(load_config(config))

@@ -4,7 +4,7 @@ TIMEOUT seconds, then COMMAND.
 
 `pretrain CONFIG SECONDS TIMEOUT`: `lmtool pretrain CONFIG` (under torchrun: on every rank) with every
 process group made with that timeout (what train.distributed.timeout sets).
-`processed CONFIG SECONDS TIMEOUT`: only recipes.common.processed_dir (no process group): prints the
+`processed CONFIG SECONDS TIMEOUT`: only data.processed.ensure_processed (no process group): prints the
 directory, or `error: ...` and exit 2; each build of the data appends this pid to CONFIG.builds.
 """
 
@@ -51,10 +51,10 @@ def main(command: str, config_path: str, seconds: str, timeout: str) -> None:
 
         print(run_pretrain(config))
         return
-    from lmtool.recipes.common import processed_dir
+    from lmtool.data.processed import ensure_processed
 
     try:
-        print(processed_dir(config))
+        print(ensure_processed(config))
     except LmtoolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -233,7 +233,7 @@ def test_a_kill_between_the_last_checkpoint_and_final_does_not_repeat_the_final_
     config = load_config(tiny_config(tmp_path, data, max_steps=6))
     real_write_final = Saver.write_final
 
-    def killed(self):
+    def killed(self, *args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Saver, "write_final", killed)

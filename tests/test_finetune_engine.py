@@ -135,12 +135,13 @@ def test_greater_is_better_defaults_by_metric_name():
 
 
 def _inject(monkeypatch, **extra) -> list[Trainer]:
-    """Have the pretrain recipe build its Trainer with `extra` keyword arguments (as the finetune recipe does)."""
+    """Have the pretrain recipe build its Trainer with `extra` keyword arguments (as the finetune recipe does;
+    the launcher passes the recipe's options, None for pretraining: `extra` replaces them)."""
     real = Trainer.__init__
     made = []
 
     def init(self, **kwargs):
-        real(self, **kwargs, **extra)
+        real(self, **{**kwargs, **extra})
         made.append(self)
 
     monkeypatch.setattr(Trainer, "__init__", init)

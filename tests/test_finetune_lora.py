@@ -165,7 +165,8 @@ def test_merge_false_leaves_the_adapter_and_a_note(setup, tmp_path):
     from transformers import AutoTokenizer
 
     from lmtool.config.finetune import LoraConfig
-    from lmtool.finetune.lora import NOTE, LoraFiles, apply_lora
+    from lmtool.finetune.lora import apply_lora
+    from lmtool.recipes.lora_files import NOTE, LoraFiles
 
     model = apply_lora(head_model(setup), LoraConfig(**LORA, merge=False))
     LoraFiles(merge=False).export(model, AutoTokenizer.from_pretrained(setup / "base"), None, tmp_path)
@@ -181,8 +182,9 @@ def test_an_adapter_given_as_a_model_is_named_as_one(setup, tmp_path):
 
     from lmtool.config.finetune import LoraConfig
     from lmtool.errors import LmtoolError
-    from lmtool.finetune.lora import LoraFiles, apply_lora
+    from lmtool.finetune.lora import apply_lora
     from lmtool.model_dir import refuse_not_a_model
+    from lmtool.recipes.lora_files import LoraFiles
 
     tokenizer = AutoTokenizer.from_pretrained(setup / "base")
     for merge in (True, False):

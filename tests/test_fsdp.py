@@ -264,8 +264,8 @@ def test_shard_units_are_the_blocks_except_those_holding_a_tied_weight_and_fp16_
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
     from lmtool.config import ConfigError, DistributedConfig
+    from lmtool.runtime import Precision
     from lmtool.train.fsdp import FSDPStrategy, shard_units
-    from lmtool.train.precision import Precision
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=64, n_positions=32))
     assert [type(m).__name__ for m in shard_units(gpt2)] == ["GPT2Block", "GPT2Block"]
@@ -284,8 +284,8 @@ def test_bf16_is_fsdps_mixed_precision_policy_with_fp32_reduction(monkeypatch):
     import torch.distributed.fsdp
 
     from lmtool.config import DistributedConfig
+    from lmtool.runtime import Precision
     from lmtool.train.fsdp import FSDPStrategy
-    from lmtool.train.precision import Precision
 
     policies = []
     monkeypatch.setattr(torch.distributed.device_mesh, "init_device_mesh", lambda *args: "mesh")

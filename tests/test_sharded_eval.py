@@ -227,9 +227,9 @@ def test_an_evaluation_error_on_another_rank_is_raised_on_rank_0_naming_that_ran
 
     from lmtool.config import ConfigError
     from lmtool.errors import LmtoolError
+    from lmtool.runtime import Precision
     from lmtool.train import sharded_eval
     from lmtool.train.distributed import DistEnv
-    from lmtool.train.precision import Precision
 
     class Task:
         collate = staticmethod(lambda rows: {"input_ids": torch.tensor([r["input_ids"] for r in rows])})

@@ -78,8 +78,8 @@ def test_mlm_loss_falls_and_masked_accuracy_rises(tmp_path, mlm_data):
 
 
 def test_lstm_trains_saves_and_reloads(tmp_path, clm_data):
+    from lmtool.data.processed import open_for_pretraining
     from lmtool.models import load_model
-    from lmtool.recipes.pretrain import load_processed
     from lmtool.tasks import make_task
 
     cfg = load_config(tiny_config(tmp_path, clm_data, arch="lstm", max_steps=300, lr=3e-2))
@@ -88,7 +88,7 @@ def test_lstm_trains_saves_and_reloads(tmp_path, clm_data):
     assert _mean_loss(train, range(291, 301)) < 0.5 * _mean_loss(train, range(1, 11))
     evals = read_metrics(tmp_path / "run", "eval")
     model, tokenizer = load_model(final)
-    _, _, validation = load_processed(clm_data, cfg)
+    validation = open_for_pretraining(clm_data, cfg).validation
     task = make_task("clm", tokenizer, seed=0)
     evaluator = task.evaluator()
     rows = [{"input_ids": validation[i]["input_ids"], "sample_id": i} for i in range(len(validation))]

@@ -99,13 +99,13 @@ def test_mfu_of_a_multi_process_job_is_against_the_peak_of_all_its_processes():
 def fp16_on_cpu(monkeypatch):
     """fp16 autocast + GradScaler on the CPU (the CLI refuses it there; torch runs it, slowly), without
     MFU (measuring the CPU's fp16 matmul peak takes seconds)."""
-    import lmtool.recipes.pretrain
+    import lmtool.recipes.launch
     import lmtool.train.engine
-    from lmtool.train.precision import Precision
+    from lmtool.runtime import Precision
 
     monkeypatch.setattr(lmtool.train.engine, "peak_flops", lambda device, dtype: None)
     monkeypatch.setattr(
-        lmtool.recipes.pretrain, "resolve_precision", lambda choice, device: Precision("fp16", "cpu")
+        lmtool.recipes.launch, "resolve_precision", lambda choice, device: Precision("fp16", "cpu")
     )
 
 

@@ -13,12 +13,12 @@ from torch import nn
 
 from lmtool.config import TrainConfig
 from lmtool.errors import LmtoolError
+from lmtool.runtime import cpu_has_bf16, resolve_precision
 from lmtool.train import checkpoint
 from lmtool.train.data_order import OrderedView, RankBatches
 from lmtool.train.metrics import flops_per_token, matmul_parameters, truncate_metrics
 from lmtool.train.optim import WarmupDecay, build_optimizer, param_groups
 from lmtool.train.plan import COMPILE_MIN_STEPS, Plan, should_compile
-from lmtool.train.precision import cpu_has_bf16, resolve_precision
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -171,3 +171,51 @@ def test_cpu_peak_remeasured_upwards_only(monkeypatch):
     assert raised > 1.0 and metrics.peak_flops(torch.device("cpu"), torch.float32) == raised
     monkeypatch.setitem(metrics._CPU_PEAK, torch.float32, 1e30)
     assert metrics.remeasure_cpu_peak(torch.float32) == 1e30
+
+
+def test_the_saver_saves_and_restores_what_it_is_handed_without_a_trainer(tmp_path):
+    """saving.py takes its pieces explicitly (it used to read ~20 attributes of the Trainer)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmtool.config import Config
+    from lmtool.train.deadline import Deadline
+    from lmtool.train.distributed import DistEnv
+    from lmtool.train.model_files import ModelFiles
+    from lmtool.train.optim import build_scheduler
+    from lmtool.train.progress import Progress
+    from lmtool.train.saving import RunFiles, Saver, Trained
+    from tests.engine_fixtures import _tokenizer
+
+    config = Config()
+    tokenizer = _tokenizer("clm")
+
+    def saver_for(seed: int) -> tuple[Saver, nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=41))
+        optimizer = build_optimizer(model, config.train, torch.device("cpu"))
+        trained = Trained(
+            model,
+            optimizer,
+            torch.amp.GradScaler("cpu", enabled=False),
+            lambda done: build_scheduler(optimizer, config.train, 10, 2, done_steps=done),
+            global_batch=8,
+        )
+        files = RunFiles(tmp_path / "run", config, tokenizer, ModelFiles(), keep_best=False)
+        saver = Saver(
+            trained, files, DistEnv(), torch.device("cpu"), sharded=False, deadline=Deadline(None, 0.0)
+        )
+        return saver, model, optimizer
+
+    saver, model, optimizer = saver_for(0)
+    model(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    optimizer.step()
+    progress = Progress(step=3, samples_seen=24)
+    saver.save(progress, build_scheduler(optimizer, config.train, 10, 2, done_steps=3))
+
+    fresh, other, _ = saver_for(1)
+    restored, scheduler = fresh.restore(checkpoint.latest_checkpoint(tmp_path / "run"))
+    assert (restored.step, restored.samples_seen) == (3, 24) and scheduler.last_epoch == 3
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)
+    )

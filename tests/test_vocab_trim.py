@@ -96,7 +96,8 @@ def test_weights_gathered_from_shards_are_cut_the_same_way(tmp_path, clm_data):
 def test_the_merged_lora_final_is_cut_too(tmp_path, clm_data):
     pytest.importorskip("peft")
     from lmtool.config.finetune import LoraConfig
-    from lmtool.finetune.lora import LoraFiles, apply_lora
+    from lmtool.finetune.lora import apply_lora
+    from lmtool.recipes.lora_files import LoraFiles
 
     model, tokenizer = _padded_model(tmp_path, clm_data, "gpt2")
     lora = apply_lora(model, LoraConfig())

@@ -5,20 +5,19 @@ run.name does not tokenize the corpus again)."""
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 from lmtool import console
 from lmtool.config import Config
 from lmtool.data.documents import SPLITS
 from lmtool.data.interrupts import stop_raises
+from lmtool.data.manifest import read_manifest
 from lmtool.runlock import DirLock
 
 
 def up_to_date(out: Path, key: str) -> bool:
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
+    manifest = read_manifest(out)
+    if manifest is None:
         return False
     return manifest.get("key") == key and all((out / split).is_dir() for split in SPLITS)
 

@@ -8,7 +8,6 @@ special tokens: the causal scorer joins records with EOS, the masked one packs [
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lmtool.config import EvaluateConfig, SourceConfig
+from lmtool.data.manifest import has_manifest, manifest_of
+from lmtool.data.processed import check_tokenizer
 from lmtool.errors import ConfigError, LmtoolError
 
 
@@ -28,13 +29,9 @@ class EvalData:
     label: str
 
 
-def is_processed_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "manifest.json").is_file()
-
-
 def load_processed(path: Path, cfg: EvaluateConfig, tokenizer, causal: bool) -> EvalData:
     """The blocks of one split (the first `max_samples` of them), checked against the model's tokenizer."""
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    manifest = manifest_of(path)
     if manifest.get("kind") == "finetune":
         raise LmtoolError(
             f"{path} holds labeled data for fine-tuning but {cfg.model} is a language model, not a fine-tuned one"
@@ -72,28 +69,6 @@ def load_split(path: Path, cfg: EvaluateConfig):
     return dataset
 
 
-def check_tokenizer(path: Path, manifest: dict, tokenizer, model: str) -> None:
-    """The data's ids must mean what the model's tokenizer means: same fingerprint (older manifests
-    have none: then at least the same vocabulary size)."""
-    from lmtool.data.identity import tokenizer_identity
-
-    hint = "pass the raw text with --data FILE instead"
-    stored = manifest.get("tokenizer_fingerprint")
-    if stored is not None:
-        own = tokenizer_identity(tokenizer)
-        if stored != own:
-            raise LmtoolError(
-                f"{path} was tokenized with a different tokenizer (fingerprint {stored[:12]}, {path / 'tokenizer'}) "
-                f"than the model's ({own[:12]}, {model}): {hint}"
-            )
-        return
-    vocab = manifest.get("vocab_size")
-    if vocab is not None and vocab != len(tokenizer):
-        raise LmtoolError(
-            f"{path} was tokenized with a different tokenizer (vocab {vocab}) than the model's ({len(tokenizer)}): {hint}"
-        )
-
-
 def load_raw(path: str, cfg: EvaluateConfig, tokenizer) -> EvalData:
     """One row of token ids per record (no special tokens), read like a `data.sources` entry."""
     import datasets
@@ -125,7 +100,7 @@ def load_data(cfg: EvaluateConfig, default_dir: str, tokenizer, causal: bool) ->
     """`evaluate.data` (or the config's processed dir) as a processed dir or a raw text source."""
     name = cfg.data or default_dir
     path = Path(name).expanduser()
-    if is_processed_dir(path):
+    if has_manifest(path):
         return load_processed(path, cfg, tokenizer, causal)
     if not path.exists():
         hint = (

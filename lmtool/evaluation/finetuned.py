@@ -16,6 +16,7 @@ from pathlib import Path
 from lmtool import console
 from lmtool.config import Config, ConfigError, EvaluateConfig, FinetuneConfig
 from lmtool.data.collate import IGNORE
+from lmtool.data.manifest import has_manifest, manifest_of
 from lmtool.errors import LmtoolError
 from lmtool.evaluation.data import checked_max_length, labeled_source
 from lmtool.prediction.model import load_predictor
@@ -42,7 +43,7 @@ def finetuned_task(model: str) -> str | None:
 
 def evaluate_finetuned(config: Config) -> dict:
     """The task's metrics for `evaluate.model` on `evaluate.data` (default: data.processed_dir)."""
-    from lmtool.train.precision import resolve_precision
+    from lmtool.runtime import resolve_precision
 
     cfg = config.evaluate
     pred = load_predictor(str(Path(cfg.model).expanduser()), cfg.device)
@@ -55,10 +56,7 @@ def evaluate_finetuned(config: Config) -> dict:
         dataset, label, task = _labeled_data(config, pred)
     if len(dataset) == 0:
         raise LmtoolError(f"{label}: no examples to evaluate")
-    try:
-        precision = resolve_precision(cfg.precision, pred.device)
-    except ConfigError as exc:
-        raise LmtoolError(str(exc).replace("train.", "evaluate.", 1)) from None
+    precision = resolve_precision(cfg.precision, pred.device, key="evaluate.precision")
     evaluator = task.evaluator()
     rows = sorted(dataset, key=lambda row: len(row["input_ids"]))  # less padding; the metrics ignore order
     with console.progress("evaluating", total=-(-len(rows) // cfg.batch_size)) as bar:
@@ -80,7 +78,7 @@ def _labeled_data(config: Config, pred: Predictor):
     cfg = config.evaluate
     ft = _finetune_settings(config, pred)
     name, path = labeled_source(cfg, config.data.processed_dir)
-    if (path / "manifest.json").is_file():
+    if has_manifest(path):
         dataset, label = _processed(path, cfg, pred)
     else:
         dataset, label = _raw(str(path), ft, pred, cfg.max_samples), name
@@ -117,9 +115,10 @@ def _finetune_settings(config: Config, pred: Predictor) -> FinetuneConfig:
 
 def _processed(path: Path, cfg: EvaluateConfig, pred: Predictor):
     """One split of a processed fine-tuning dir, its label ids turned into the model's."""
-    from lmtool.evaluation.data import check_tokenizer, load_split
+    from lmtool.data.processed import check_tokenizer
+    from lmtool.evaluation.data import load_split
 
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    manifest = manifest_of(path)
     if manifest.get("kind") != "finetune":
         raise LmtoolError(f"{path} holds language-model data: evaluate {cfg.model} on labeled data")
     if manifest.get("task") != pred.task:

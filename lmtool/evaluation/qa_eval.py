@@ -4,11 +4,11 @@ raw SQuAD-format file, with the windows, post-processing and metrics that `lmtoo
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from lmtool.config import Config, FinetuneConfig, SourceConfig
+from lmtool.data.manifest import has_manifest, manifest_of
 from lmtool.errors import LmtoolError
 from lmtool.evaluation.data import checked_max_length
 from lmtool.tasks.decoding.answers import qa_settings
@@ -20,13 +20,14 @@ KEY = "evaluate.data"
 
 def qa_data(config: Config, pred: Predictor):
     """(windows, label of the data, the QA task holding the questions' reference) for `evaluate.data`."""
-    from lmtool.evaluation.data import check_tokenizer, labeled_source, load_split
+    from lmtool.data.processed import check_tokenizer
+    from lmtool.evaluation.data import labeled_source, load_split
 
     cfg = config.evaluate
     ft = _settings(config, pred)
     name, path = labeled_source(cfg, config.data.processed_dir)
-    if (path / "manifest.json").is_file():
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    if has_manifest(path):
+        manifest = manifest_of(path)
         if manifest.get("kind") != "finetune" or manifest.get("task") != pred.task:
             raise LmtoolError(
                 f"{path} holds no question-answering data: evaluate {cfg.model} on a SQuAD file"

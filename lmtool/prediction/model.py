@@ -15,12 +15,11 @@ from transformers import (
 )
 
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
-from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError, first_line
 from lmtool.model_dir import check_model_dir, check_vocab_fits
+from lmtool.runtime import resolve_device
 from lmtool.tasks.predictor import Predictor
 from lmtool.tasks.registry import spec_for_architectures
-from lmtool.train.precision import resolve_device
 
 
 def load_predictor(path: str, device: str) -> Predictor:
@@ -49,10 +48,7 @@ def load_predictor(path: str, device: str) -> Predictor:
         raise LmtoolError(
             f"{path}: character offsets need a fast tokenizer (tokenizer.json); this one is slow"
         )
-    try:
-        dev = resolve_device(device)
-    except ConfigError as exc:
-        raise LmtoolError(str(exc).replace("train.device", "--device", 1)) from None
+    dev = resolve_device(device, key="--device")
     try:
         model = spec.head.auto.from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:

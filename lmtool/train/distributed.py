@@ -20,9 +20,9 @@ from torch import nn
 
 from lmtool.config import DistributedConfig
 from lmtool.errors import LmtoolError
+from lmtool.runtime import Precision
 from lmtool.train import launch_env
 from lmtool.train.forward import TaskForward
-from lmtool.train.precision import Precision
 
 if TYPE_CHECKING:
     from lmtool.train.fsdp import FSDPStrategy

@@ -20,6 +20,7 @@ from lmtool import console
 from lmtool.compat import enable_activation_checkpointing
 from lmtool.config import Config, ConfigError, dump_config
 from lmtool.errors import LmtoolError, Preempted, TrainingStopped
+from lmtool.runtime import Precision
 from lmtool.train import checkpoint, distributed, failures, ranklog
 from lmtool.train.best import BestTracker
 from lmtool.train.data_order import LENGTH_GROUP_BATCHES, OrderedView, RankBatches
@@ -37,14 +38,13 @@ from lmtool.train.metrics import (
 from lmtool.train.model_files import ModelFiles
 from lmtool.train.optim import build_optimizer, build_scheduler, resolve_warmup
 from lmtool.train.plan import describe, make_plan, should_compile
-from lmtool.train.precision import Precision, loss_divisor
 from lmtool.train.progress import Progress
 from lmtool.train.requeue import write_marker
 from lmtool.train.rundir import open_run_dir
-from lmtool.train.saving import Saver
+from lmtool.train.saving import RunFiles, Saver, Trained
 from lmtool.train.sharded_eval import sharded_metrics
 from lmtool.train.signals import StopRequest, ignore_stop_signals
-from lmtool.train.step_stats import LOSS_SUM, TARGETS, TOKENS, StepNumbers, StepStats
+from lmtool.train.step_stats import LOSS_SUM, TARGETS, TOKENS, StepNumbers, StepStats, loss_divisor
 
 
 class Trainer:
@@ -108,21 +108,34 @@ class Trainer:
         self.stop_vote = distributed.StopVote(device)
         self._last_step: StepNumbers | None = None
         self.warmup = resolve_warmup(self.cfg, self.plan.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.plan.total_steps, self.warmup)
+        self.scheduler = self._schedule(0)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
         self.loss_divisor = loss_divisor(self.plan.micro_batch * sequence_length)
         self.flops_per_token = flops_per_token(model, sequence_length)
         self.mfu: MfuMeter | None = None  # rank 0's, once the run directory is open
         self.sink: MetricsSink | None = None
         self.deadline = Deadline.from_config(self.cfg.stop_before, self.cfg.deadline)
-        self.saver = Saver(self)
+        self.saver = Saver(
+            Trained(model, self.optimizer, self.scaler, self._schedule, self.plan.global_batch),
+            RunFiles(self.run_dir, config, tokenizer, self.model_files, self.keep_best),
+            env,
+            device,
+            sharded=self.strategy.sharded_checkpoints,
+            deadline=self.deadline,
+        )
+
+    def _schedule(self, done_steps: int):
+        """This config's learning-rate schedule, positioned after `done_steps` (on resume)."""
+        return build_scheduler(
+            self.optimizer, self.cfg, self.plan.total_steps, self.warmup, done_steps=done_steps
+        )
 
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> Path:
         """Train until the plan's last step (or early stopping, a signal, too many bad steps); return final/."""
         if self.resume_from is not None:
-            self.saver.restore(self.resume_from)
+            self.state, self.scheduler = self.saver.restore(self.resume_from)
         self.best.adopt(self.state)
         self._stop_early = self.best.exhausted(self.state)  # a resumed run that had stopped early
         plan, state = self.plan, self.state
@@ -174,7 +187,7 @@ class Trainer:
                     )
         self._evaluate()
         self._save()
-        return self.saver.write_final()
+        return self._write_final()
 
     def _accumulate(self, batches, stop: StopRequest) -> tuple[torch.Tensor, bool]:
         """Forward/backward over the step's micro-batches; returns the device tensor (loss sum, target tokens,
@@ -262,7 +275,22 @@ class Trainer:
 
     def _save(self, wait: bool = True) -> None:
         self._settle()
-        self.saver.save(wait=wait)
+        self.saver.save(self.state, self.scheduler, wait=wait)
+
+    def _write_final(self) -> Path:
+        """final/ (every rank); then rank 0 closes metrics.jsonl and the trackers, also when final/ could not
+        be written (an error all ranks raise alike)."""
+        try:
+            final = self.saver.write_final(self.state, self.best.metric)
+        except LmtoolError:
+            self._close_sink()
+            raise
+        self._close_sink()
+        return final
+
+    def _close_sink(self) -> None:
+        if self.sink is not None:  # rank 0's
+            self.sink.close()
 
     # ------------------------------------------------------------------ data
 

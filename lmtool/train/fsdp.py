@@ -16,8 +16,8 @@ from torch import nn
 from lmtool import console
 from lmtool.config import ConfigError
 from lmtool.config.train import DistributedConfig
+from lmtool.runtime import Precision
 from lmtool.train.forward import TaskForward
-from lmtool.train.precision import Precision
 
 _REDUCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -7,12 +7,24 @@ each step's numbers as one small device tensor and reads them all at once when i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 # columns of a step's row
 LOSS_SUM, TARGETS, TOKENS, SKIPPED, GRAD_NORM = range(5)
+
+
+def loss_divisor(tokens_per_micro_batch: int) -> float:
+    """What the backward pass divides each micro-batch's loss sum by: a power of two near its token count.
+
+    Gradients then have the size of a mean loss's, which fp16 needs (those of a sum overflow, and the
+    GradScaler backs off, skipping ~log2(tokens) updates at the start); a power of two, so that
+    multiplying it back before the optimizer step is exact and any split of a global batch still gives
+    the same step.
+    """
+    return 2.0 ** round(math.log2(max(tokens_per_micro_batch, 1)))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
-"""Device and numeric precision: what `train.device` and `train.precision: auto` turn into.
+"""What every command that runs a model shares: the device, the numeric precision, the seeds.
 
-auto = bf16 autocast (fp32 master weights) on CUDA GPUs with bf16 and on CPUs with native bf16
+`train.device` and `train.precision` mean what `evaluate.device` and `generate.precision` mean: each
+command passes the key it read the setting from, so that an error names that key.
+
+Precision auto = bf16 autocast (fp32 master weights) on CUDA GPUs with bf16 and on CPUs with native bf16
 matmuls (AVX512-BF16 or AMX), fp16 autocast + GradScaler on older GPUs, fp32 otherwise. On a CPU
 without bf16 instructions bf16 is emulated and slower than fp32, so auto keeps fp32 there.
 """
@@ -9,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import platform
+import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from lmtool.errors import ConfigError
@@ -45,38 +49,28 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
 
-def loss_divisor(tokens_per_micro_batch: int) -> float:
-    """What the backward pass divides each micro-batch's loss sum by: a power of two near its token count.
-
-    Gradients then have the size of a mean loss's, which fp16 needs (those of a sum overflow, and the
-    GradScaler backs off, skipping ~log2(tokens) updates at the start); a power of two, so that
-    multiplying it back before the optimizer step is exact and any split of a global batch still gives
-    the same step.
-    """
-    return 2.0 ** round(math.log2(max(tokens_per_micro_batch, 1)))
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """`auto` = this process's GPU when CUDA is available, else CPU."""
+def resolve_device(choice: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """`auto` = this process's GPU when CUDA is available, else CPU. `key`: the setting, named in errors."""
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device", "CUDA is not available on this machine", value=choice)
+            raise ConfigError(key, "CUDA is not available on this machine", value=choice)
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if choice == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device", "MPS is not available on this machine", value=choice)
+        raise ConfigError(key, "MPS is not available on this machine", value=choice)
     return torch.device(choice)
 
 
-def resolve_precision(choice: str, device: torch.device) -> Precision:
+def resolve_precision(choice: str, device: torch.device, key: str = "train.precision") -> Precision:
+    """bf16 | fp16 | fp32 for `device` (`auto`: see above); `key`: the setting, named in errors."""
     if choice == "auto":
         choice = _auto_precision(device)
     if choice == "fp16" and device.type == "cpu":
-        raise ConfigError("train.precision", "fp16 needs a GPU; use bf16 or fp32 on CPU", value=choice)
+        raise ConfigError(key, "fp16 needs a GPU; use bf16 or fp32 on CPU", value=choice)
     if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision", "this GPU has no bf16 support; use fp16 or auto", value=choice)
+        raise ConfigError(key, "this GPU has no bf16 support; use fp16 or auto", value=choice)
     return Precision(choice, device.type)
 
 
@@ -125,3 +119,16 @@ def keep_cpu_memory(device: torch.device) -> None:
     libc = ctypes.CDLL(None)
     libc.mallopt(_M_MMAP_MAX, 0)
     libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+def prepare_for_training(device: torch.device) -> None:
+    """The process-wide settings a training run takes on `device`: TF32 matmuls, the kept CPU heap."""
+    enable_tf32(device)
+    keep_cpu_memory(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's global generators (dropout, a new head's weights)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

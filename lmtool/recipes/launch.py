@@ -1,45 +1,131 @@
-"""What every training recipe does around its own model and task: the processes, the run directory,
-the processed data, the seeds."""
+"""The one launcher of every training recipe: the processes, the run directory and its lock, the
+processed data, the device, precision and seeds, the Trainer. A recipe (pretrain, finetune) supplies only
+what differs: how its data is opened and checked, and its model and task (a `Recipe`)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import random
+import functools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmtool import console
 from lmtool.config import Config, ConfigError, dump_config
-from lmtool.errors import LmtoolError
-from lmtool.runlock import DirLock, LockBusy
+from lmtool.data.processed import Processed, ensure_processed, is_stale
+from lmtool.runtime import prepare_for_training, resolve_device, resolve_precision, seed_everything
+from lmtool.tasks.registry import preprocess
 from lmtool.train import checkpoint, distributed
+from lmtool.train.engine import Trainer
 from lmtool.train.failures import PeerWatch, leave_on_failure, whereabouts
-from lmtool.train.precision import resolve_device
+from lmtool.train.model_files import ModelFiles
 from lmtool.train.rundir import check_run_dir, finished_step, mark_finished, run_dir_lock
 
-Recipe = Callable[[Config, distributed.DistEnv, torch.device, bool], Path]
+
+@dataclass
+class Launched:
+    """What the launcher hands a recipe's `build`: this process's place in the job and the opened data."""
+
+    config: Config
+    env: distributed.DistEnv
+    device: torch.device
+    data: Processed
+
+
+@dataclass
+class Setup:
+    """What a recipe's `build` returns: the model and task to train, the data as the task reads it, the
+    config (a recipe may adjust it, e.g. its eval schedule) and the Trainer's recipe-specific options."""
+
+    config: Config
+    model: torch.nn.Module
+    task: object
+    train_data: object
+    eval_data: object
+    done: str  # what final/ holds, for the last line on stderr
+    sequence_length: int | None = None
+    lr_scale: Callable[[str], float] | None = None
+    order_lengths: Sequence[int] | None = None
+    model_files: ModelFiles | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one training command supplies. `checks`: settings refused before any preprocessing;
+    `open_data`: the processed directory opened and checked against the config; `check_data`: what can
+    only be checked with the data (before the run directory is touched); `build`: the model and task,
+    after the precision is known and before the training seeds."""
+
+    open_data: Callable[[Path, Config], Processed]
+    build: Callable[[Launched], Setup]
+    checks: Callable[[Config], None] | None = None
+    check_data: Callable[[Config, Processed], None] | None = None
+
+
+def launch(config: Config, recipe: Recipe, overwrite: bool) -> Path:
+    """Train as the config says with `recipe`, in this process (under torchrun: in each); return final/."""
+    return run_on_every_rank(config, functools.partial(_train, recipe), overwrite, checks=recipe.checks)
+
+
+def _train(
+    recipe: Recipe, config: Config, env: distributed.DistEnv, device: torch.device, overwrite: bool
+) -> Path:
+    """One rank's run: the data opened and checked before the run directory changes; the precision, the
+    recipe's model and task, the per-rank seeds, then the engine."""
+    processed = ensure_processed(config, preprocess)
+    data = recipe.open_data(processed, config)
+    refuse_stale(processed, config, device)
+    if recipe.check_data is not None:
+        recipe.check_data(config, data)
+    resume_from = open_run(config, env, overwrite)
+    precision = resolve_precision(config.train.precision, device)
+    prepare_for_training(device)
+    setup = recipe.build(Launched(config, env, device, data))
+    use_fused_loss(setup.task, setup.model.to(device), setup.config, device, env.world_size)
+    seed_everything(config.run.seed + env.rank)  # dropout differs per rank; resume restores these streams
+    trainer = Trainer(
+        config=setup.config,
+        model=setup.model,
+        task=setup.task,
+        tokenizer=data.tokenizer,
+        train_data=setup.train_data,
+        eval_data=setup.eval_data,
+        run_dir=Path(config.run.output_dir),
+        env=env,
+        device=device,
+        precision=precision,
+        resume_from=resume_from,
+        sequence_length=setup.sequence_length,
+        lr_scale=setup.lr_scale,
+        order_lengths=setup.order_lengths,
+        model_files=setup.model_files,
+    )
+    final = trainer.fit()
+    write_run_report(config, env)
+    console.info(f"done: {setup.done} in {final}")
+    return final
 
 
 def run_on_every_rank(
-    config: Config, recipe: Recipe, overwrite: bool, checks: Callable[[Config], None] | None = None
+    config: Config,
+    recipe: Callable[[Config, distributed.DistEnv, torch.device, bool], Path],
+    overwrite: bool,
+    checks: Callable[[Config], None] | None = None,
 ) -> Path:
     """Run `recipe` in this process (under torchrun: in each), inside its process group.
 
     Before the group exists, every process runs the config `checks` and makes sure the processed data is
-    there (`processed_dir`), so that preprocessing, however long, is not under the collective timeout.
+    there (`ensure_processed`), so that preprocessing, however long, is not under the collective timeout.
     Then all ranks train; rank 0 writes. A rank that fails ends the others (train/failures.py).
     """
     env = distributed.read_env()
     run_dir = Path(config.run.output_dir)
     config_yaml = dump_config(config)
     finished = None if overwrite or config.train.resume != "auto" else finished_step(run_dir, config_yaml)
-    processed = Path(os.path.expanduser(config.data.processed_dir))
+    processed = Path(config.data.processed_dir).expanduser()
     stale = finished is not None and processed.exists() and is_stale(processed, config)  # refused below
     if finished is not None and not stale:
         console.info(f"already finished at step {finished}: the model is in {run_dir / 'final'}; nothing to do "
@@ -50,7 +136,7 @@ def run_on_every_rank(
     if checks is not None:
         checks(config)
     check_run_dir(config, Path(config.run.output_dir), overwrite)  # refused before preprocessing, too
-    processed_dir(config)
+    ensure_processed(config, preprocess)
     timeout = config.train.distributed.timeout
     distributed.init(env, device, timeout)
     watch = PeerWatch.start(env.world_size, env.rank)
@@ -100,36 +186,6 @@ def check_output_dir(run_dir: Path) -> None:
             return
 
 
-def processed_dir(config: Config) -> Path:
-    """data.processed_dir, preprocessed first if it does not exist. Every process of the job calls this
-    before the process group exists; the lock file beside processed_dir (on the shared filesystem, so
-    across nodes too) lets the first one preprocess while the others wait for it without a time limit and
-    then find the directory made. If it fails, the directory is not made and the waiting processes exit 2
-    naming it (its error is in its own output) rather than preprocess again, one after the other."""
-    processed = Path(os.path.expanduser(config.data.processed_dir))
-    if processed.exists():
-        return processed
-    from lmtool.tasks.registry import preprocess as run_preprocess
-
-    console.info(f"{processed} does not exist: preprocessing first")
-    try:
-        return run_preprocess(config)
-    except LockBusy as busy:
-        holder = busy.holder
-    with DirLock(
-        processed,
-        "data.processed_dir",
-        on_wait=lambda h: console.info(f"waiting for {h} to preprocess {processed}"),
-    ):
-        pass  # taken once its holder is done
-    if not processed.exists():
-        raise LmtoolError(
-            f"data.processed_dir: {holder}, which was preprocessing {processed}, ended without making it "
-            "(its error is in its own output); fix that and run again"
-        )
-    return processed
-
-
 def refuse_stale(processed: Path, config: Config, device: torch.device) -> None:
     """Exit 2 on every rank when rank 0 finds `processed` made from other inputs than this config's."""
     if distributed.any_rank(distributed.read_env().is_main and is_stale(processed, config), device):
@@ -139,31 +195,6 @@ def refuse_stale(processed: Path, config: Config, device: torch.device) -> None:
             has_value=False,
             hint="run `lmtool preprocess --overwrite` with this config, or point data.processed_dir elsewhere",
         )
-
-
-def is_stale(processed: Path, config: Config) -> bool:
-    """True when `lmtool preprocess` made `processed` with another content key than this config gives
-    (changed corpus, cleaning, tokenizer or data settings). A directory without a key (not made by
-    lmtool preprocess) or a config without sources cannot be compared and is used as is."""
-    from lmtool.data import sources as src
-    from lmtool.data.preprocess import content_key
-
-    try:
-        made = json.loads((processed / "manifest.json").read_text(encoding="utf-8")).get("key")
-    except (OSError, ValueError):
-        return False
-    data = config.data
-    if made is None or not data.sources:
-        return False
-    try:
-        sources = [src.resolve(s, f"data.sources.{i}") for i, s in enumerate(data.sources)]
-        sources += [
-            src.resolve(s, f"data.validation_sources.{i}") for i, s in enumerate(data.validation_sources)
-        ]
-    except LmtoolError as exc:
-        console.warning(f"cannot check that {processed} is up to date ({exc}); training on it as is")
-        return False
-    return content_key(config, sources) != made
 
 
 def write_run_report(config: Config, env: distributed.DistEnv) -> None:
@@ -179,12 +210,6 @@ def write_run_report(config: Config, env: distributed.DistEnv) -> None:
         console.warning(f"could not write the run report ({type(exc).__name__}: {exc}); try `lmtool report`")
         return
     console.info(f"report: {path}")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def use_fused_loss(
