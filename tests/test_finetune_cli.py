@@ -223,7 +223,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tmp_path, bert, case
 
 
 def test_model_config_overrides_are_checked_against_init_from_and_the_data(tmp_path, bert):
-    from lmtool.tasks import load_for_task
+    from lmtool.tasks.registry import finetune_spec
 
     train = write_jsonl(tmp_path / "t.jsonl", keyword_rows(40, seed=0))  # labels plain and royal
     config = finetune_config(tmp_path, bert, CLS, train)
@@ -233,8 +233,9 @@ def test_model_config_overrides_are_checked_against_init_from_and_the_data(tmp_p
     result = run_inproc("finetune", str(config), "--set", "model.config.num_labels=3")
     assert_usage_error(result, "model.config.num_labels", "the data has 2 labels")
     assert not (tmp_path / "run").exists()  # refused once the data's labels are known, before the run
-    model = load_for_task(str(bert), "classification", "single_label", ["a", "b"], False,
-                          overrides={"hidden_dropout_prob": 0.25})  # fmt: skip
+    model = finetune_spec("classification").load_model(
+        str(bert), "single_label", ["a", "b"], False, overrides={"hidden_dropout_prob": 0.25}
+    )
     assert model.config.hidden_dropout_prob == 0.25  # a valid override is applied, not dropped
 
 

@@ -41,9 +41,8 @@ class ReviewLength:
             columns, truncated = encode_classification(tokenizer, examples, config.finetune, [])
             datasets.Dataset.from_dict(columns).save_to_disk(str(out / split))
             counts[split] = {"examples": len(examples), "truncated": truncated}
-        tokenizer.save_pretrained(str(out / "tokenizer"))
-        write_manifest(out, config, key, tokenizer, counts, train_sources, val_sources, problem="regression",
-                       labels=[], num_labels=1)  # fmt: skip
+        sources = (train_sources, val_sources)
+        write_manifest(out, config, key, tokenizer, counts, sources, problem="regression", num_labels=1)
 
     @staticmethod
     def make_task(manifest, tokenizer, cfg, multiple, processed):

@@ -55,6 +55,13 @@ def _completion(
     return callback
 
 
+def _completion_option(flag: str, action: Callable[..., None], help: str):
+    """A global SHELL option that runs typer's completion `action` and exits before any command."""
+    return typer.Option(
+        flag, metavar="SHELL", callback=_completion(action), is_eager=True, expose_value=False, help=help
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"lmtool {__version__}")
@@ -74,24 +81,18 @@ def _main(
     ] = LogFormat.auto,
     install_completion: Annotated[
         str | None,
-        typer.Option(
+        _completion_option(
             "--install-completion",
-            metavar="SHELL",
-            callback=_completion(completion.install_callback),
-            is_eager=True,
-            expose_value=False,
-            help=f"Install tab completion for SHELL ({', '.join(SHELLS)}; auto: the shell this runs under).",
+            completion.install_callback,
+            f"Install tab completion for SHELL ({', '.join(SHELLS)}; auto: the shell this runs under).",
         ),
     ] = None,
     show_completion: Annotated[
         str | None,
-        typer.Option(
+        _completion_option(
             "--show-completion",
-            metavar="SHELL",
-            callback=_completion(completion.show_callback),
-            is_eager=True,
-            expose_value=False,
-            help="Print the completion script for SHELL (or auto), to install it by hand.",
+            completion.show_callback,
+            "Print the completion script for SHELL (or auto), to install it by hand.",
         ),
     ] = None,
 ) -> None:

@@ -134,15 +134,13 @@ def build_labeled(
         dataset, counts[split] = encode_examples(tokenizer, examples, cfg, labels, word_level)
         if examples:  # datasets cannot load an empty split back: leave it out (the manifest counts 0)
             dataset.save_to_disk(str(out / split))
-    tokenizer.save_pretrained(str(out / "tokenizer"))
     write_manifest(
         out,
         config,
         key,
         tokenizer,
         counts,
-        train_sources,
-        val_sources,
+        (train_sources, val_sources),
         problem=None if word_level else cfg.problem,
         labels=labels,
         num_labels=1 if not word_level and cfg.problem == "regression" else len(labels),
@@ -155,9 +153,14 @@ def build_labeled(
 
 
 def write_manifest(
-    out: Path, config: Config, key: str, tokenizer, counts: dict, train_sources, val_sources, **fields
+    out: Path, config: Config, key: str, tokenizer, counts: dict, sources: tuple[list, list], **fields
 ) -> None:
-    """manifest.json of a processed fine-tuning directory: what every task records, and the task's `fields`."""
+    """The tokenizer and manifest.json of a processed fine-tuning directory, the last files a task's
+    builder writes: what every task records (`sources`: the train and validation sources), and the task's
+    `fields` (problem, labels, num_labels: none by default)."""
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    train_sources, val_sources = sources
+    fields = {"problem": None, "labels": [], "num_labels": 0, **fields}
     manifest = {
         "kind": "finetune",
         "key": key,

@@ -34,17 +34,13 @@ def read_examples(
     if word_level:
         yield from _sentences(source, cfg, encoding_errors, cache_dir)
         return
-    if source.format in ("text", "conll"):
-        raise ConfigError(
-            f"{source.key}.format",
-            f"{source.format} files hold no text/label columns; classification reads csv, tsv, json(l) or parquet",
-            value=source.format,
-        )
-    checked = False
-    for where, row in _rows(source, encoding_errors, cache_dir):
-        if not checked:
-            _check_columns(row, cfg, where, [cfg.text_field, cfg.label_field])
-            checked = True
+    refusal = (
+        f"{source.format} files hold no text/label columns; classification reads csv, tsv, json(l) or parquet"
+    )
+    columns = [cfg.text_field, cfg.label_field]
+    for where, row in _table_rows(
+        source, cfg, encoding_errors, cache_dir, columns, ("text", "conll"), refusal
+    ):
         yield _classification_example(row, cfg, where)
 
 
@@ -58,6 +54,27 @@ def _rows(source: src.Source, encoding_errors: str, cache_dir: Path) -> Iterator
         return
     for where, row in src.dataset_rows(source, streaming=False, cache_dir=cache_dir):
         yield f"{source.key}: {source.label} {where}", row
+
+
+def _table_rows(
+    source: src.Source,
+    cfg: FinetuneConfig,
+    encoding_errors: str,
+    cache_dir: Path,
+    columns: list[str],
+    refused: tuple[str, ...],
+    refusal: str,
+) -> Iterator[tuple[str, dict]]:
+    """(where, row) of a source the task reads as a table: a format in `refused` is an error (`refusal`
+    says what the task reads instead), and the first row must have the task's `columns`."""
+    if source.format in refused:
+        raise ConfigError(f"{source.key}.format", refusal, value=source.format)
+    first = True
+    for where, row in _rows(source, encoding_errors, cache_dir):
+        if first:
+            _check_columns(row, cfg, where, columns)
+            first = False
+        yield where, row
 
 
 def _check_columns(row: dict, cfg: FinetuneConfig, where: str, needed: list[str]) -> None:
@@ -104,17 +121,11 @@ def _sentences(
         ):
             yield Example(f"{source.key}: {path} {where}", tokens=tokens, tags=tags)
         return
-    if source.format in ("csv", "tsv"):
-        raise ConfigError(
-            f"{source.key}.format",
-            "token_classification reads CoNLL files (.conll .bio .iob) or JSON lines with token and tag lists",
-            value=source.format,
-        )
-    checked = False
-    for where, row in _rows(source, encoding_errors, cache_dir):
-        if not checked:
-            _check_columns(row, cfg, where, [cfg.tokens_field, cfg.tags_field])
-            checked = True
+    refusal = (
+        "token_classification reads CoNLL files (.conll .bio .iob) or JSON lines with token and tag lists"
+    )
+    columns = [cfg.tokens_field, cfg.tags_field]
+    for where, row in _table_rows(source, cfg, encoding_errors, cache_dir, columns, ("csv", "tsv"), refusal):
         tokens, tags = row.get(cfg.tokens_field), row.get(cfg.tags_field)
         if not _string_list(tokens) or not isinstance(tags, list):
             raise LmtoolError(

@@ -48,20 +48,8 @@ def build_qa(config: Config, train_sources, val_sources, out: Path, scratch: Pat
                 f"{split}: skipped {tally.bad_answers} answer(s) whose answer_start does not point at their text "
                 f"({tally.dropped_questions} question(s) left without an answer dropped), e.g. {tally.seen[0]}"
             )
-    tokenizer.save_pretrained(str(out / "tokenizer"))
-    write_manifest(
-        out,
-        config,
-        key,
-        tokenizer,
-        counts,
-        train_sources,
-        val_sources,
-        problem=None,
-        labels=[],
-        num_labels=2,
-        qa=cfg.qa.model_dump(),
-    )
+    sources = (train_sources, val_sources)
+    write_manifest(out, config, key, tokenizer, counts, sources, num_labels=2, qa=cfg.qa.model_dump())
     shown = ", ".join(f"{counts[s]['examples']} {s} ({counts[s]['windows']} windows)" for s in counts)
     console.info(
         f"preprocessed {shown} questions (max_length {cfg.max_length}, doc_stride {cfg.qa.doc_stride})"

@@ -52,20 +52,8 @@ def build_sft(config: Config, train_sources, val_sources, out: Path, scratch: Pa
         datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(out / split))
     if not counts["train"]["examples"]:
         raise LmtoolError("no training example has a response token left (see finetune.max_length)")
-    tokenizer.save_pretrained(str(out / "tokenizer"))
-    write_manifest(
-        out,
-        config,
-        key,
-        tokenizer,
-        counts,
-        train_sources,
-        val_sources,
-        problem=None,
-        labels=[],
-        num_labels=0,
-        sft=cfg.sft.model_dump(mode="json", exclude={"packing"}),
-    )
+    sft = cfg.sft.model_dump(mode="json", exclude={"packing"})
+    write_manifest(out, config, key, tokenizer, counts, (train_sources, val_sources), sft=sft)
     shown = ", ".join(f"{counts[s]['examples']} {s}" for s in counts)
     truncated = sum(c["truncated"] for c in counts.values())
     console.info(

@@ -39,21 +39,4 @@ def make_finetune_task(
     return finetune_spec(cfg.task).make_task(manifest, tokenizer, cfg, multiple, processed)
 
 
-def load_for_task(
-    init_from: str,
-    task: str,
-    problem: str,
-    labels: list[str],
-    reinit_head: bool,
-    trust_remote_code: bool = False,
-    overrides: dict | None = None,
-):
-    """`init_from` with the head of the task called `task` for `labels` (TaskSpec.load_model)."""
-    from lmtool.tasks.registry import finetune_spec
-
-    return finetune_spec(task).load_model(
-        init_from, problem, labels, reinit_head, trust_remote_code, overrides
-    )
-
-
-__all__ = ["Evaluator", "Task", "load_for_task", "make_finetune_task", "make_task"]
+__all__ = ["Evaluator", "Task", "make_finetune_task", "make_task"]
