@@ -8,7 +8,8 @@ import pytest
 
 from lmtool.config import check_references, load_config
 from lmtool.errors import ConfigError
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import assert_usage_error
+from tests.eval_fixtures import run_inproc
 
 
 def tiny(tmp_path: Path, extra: str = "") -> Path:
@@ -24,7 +25,7 @@ def tiny(tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_global_batch_not_a_multiple_of_the_micro_batch_exits_2(tmp_path):
-    result = run_cli("config", "validate", str(tiny(tmp_path)), "--set", "train.global_batch_size=10")
+    result = run_inproc("config", "validate", str(tiny(tmp_path)), "--set", "train.global_batch_size=10")
     assert_usage_error(result, "train.global_batch_size", "multiple of batch_size x processes = 4 x 1")
 
 
