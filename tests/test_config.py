@@ -13,8 +13,10 @@ import yaml
 from lmtool.config import load_config, parse_override
 from lmtool.errors import ConfigError, LmtoolError
 from tests.conftest import ROOT, assert_usage_error, run_cli
+from tests.eval_fixtures import run_inproc
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -23,8 +25,12 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+# The error-contract tests run the CLI in-process (run_inproc: the same main(), exit code and streams; a
+# subprocess costs ~5 s of CPU); --debug, --help and --version stay subprocesses, as a user runs them.
+
+
 def test_show_applies_set_and_prints_parseable_yaml():
-    result = run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.lr=0.001")
+    result = run_inproc("config", "show", QUICKSTART, "--set", "train.lr=0.001")
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
     assert shown["train"]["lr"] == 0.001
@@ -49,17 +55,19 @@ def test_show_applies_set_and_prints_parseable_yaml():
     ],
 )
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, text, fragments):
-    result = run_cli("config", "validate", str(write(tmp_path, text)))
+    result = run_inproc("config", "validate", str(write(tmp_path, text)))
     assert_usage_error(result, *fragments)
 
 
 def test_missing_config_file_exits_2():
-    assert_usage_error(run_cli("config", "show", "does/not/exist.yaml"), "not found", "does/not/exist.yaml")
+    assert_usage_error(
+        run_inproc("config", "show", "does/not/exist.yaml"), "not found", "does/not/exist.yaml"
+    )
 
 
 def test_set_on_unknown_key_exits_2():
     assert_usage_error(
-        run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.foo=1"),
+        run_inproc("config", "show", QUICKSTART, "--set", "train.foo=1"),
         "train.foo",
         "unknown key",
         "--set",
@@ -68,12 +76,12 @@ def test_set_on_unknown_key_exits_2():
 
 def test_set_without_equals_exits_2():
     assert_usage_error(
-        run_cli("config", "show", "configs/quickstart.yaml", "--set", "train.lr"), "--set", "key.path=value"
+        run_inproc("config", "show", QUICKSTART, "--set", "train.lr"), "--set", "key.path=value"
     )
 
 
 def test_validate_checks_named_paths(tmp_path):
-    result = run_cli(
+    result = run_inproc(
         "config", "validate", str(write(tmp_path, "data:\n  sources:\n    - path: /nonexistent/corpus.txt\n"))
     )
     assert_usage_error(result, "data.sources.0.path", "not found")
@@ -153,7 +161,7 @@ def test_small_finetune_configs_name_the_shared_data_from_the_repo_root(name, mo
 
 
 def test_schema_is_json_with_descriptions():
-    result = run_cli("config", "schema")
+    result = run_inproc("config", "schema")
     assert result.returncode == 0
     import json
 
@@ -186,5 +194,5 @@ def test_a_missing_file_under_a_long_directory_is_named_by_its_file_name(tmp_pat
     config.write_text(f"data:\n  sources:\n    - path: {deep}\n", encoding="utf-8")
     assert len(str(deep)) > 100
     assert_usage_error(
-        run_cli("config", "validate", str(config)), "data.sources.0.path", "corpus-2026-12-01.txt'"
+        run_inproc("config", "validate", str(config)), "data.sources.0.path", "corpus-2026-12-01.txt'"
     )

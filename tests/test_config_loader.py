@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from lmtool.config import ConfigError, load_config
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import ROOT, assert_usage_error, run_cli
+from tests.eval_fixtures import run_inproc
+
+# The CLI runs in-process (run_inproc: the same main(), exit code and streams; a subprocess costs ~5 s of
+# CPU), except for the alias bomb, whose subprocess timeout is the point.
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -26,17 +30,19 @@ def write(tmp_path: Path, text: str) -> Path:
     ],
 )
 def test_non_finite_numbers_exit_2_naming_the_key(tmp_path, text, key):
-    assert_usage_error(run_cli("config", "validate", str(write(tmp_path, text))), f"{key}:", "finite")
+    assert_usage_error(run_inproc("config", "validate", str(write(tmp_path, text))), f"{key}:", "finite")
 
 
 def test_non_finite_number_from_set_exits_2():
-    result = run_cli("config", "show", "configs/quickstart.yaml", "--set", "generate.temperature=inf")
+    result = run_inproc(
+        "config", "show", str(ROOT / "configs" / "quickstart.yaml"), "--set", "generate.temperature=inf"
+    )
     assert_usage_error(result, "generate.temperature:", "finite", "--set")
 
 
 def test_duplicate_key_exits_2_naming_the_key_and_both_lines(tmp_path):
     path = write(tmp_path, "train:\n  lr: 0.1\n  batch_size: 2\n  lr: 0.2\n")
-    assert_usage_error(run_cli("config", "show", str(path)), "train.lr", "duplicate", "lines 2 and 4")
+    assert_usage_error(run_inproc("config", "show", str(path)), "train.lr", "duplicate", "lines 2 and 4")
 
 
 def test_anchors_and_merge_keys_still_load(tmp_path):
@@ -52,14 +58,15 @@ def test_alias_bomb_is_refused_quickly(tmp_path):
     assert_usage_error(result, "alias", "c.yaml")
 
 
-def test_env_interpolation_gives_numbers_and_booleans(tmp_path):
+def test_env_interpolation_gives_numbers_and_booleans(tmp_path, monkeypatch):
     text = (
         "train:\n  max_steps: ${env:LMTOOL_STEPS}\n  lr: ${env:LMTOOL_LR}\n  keep_best: ${env:LMTOOL_BEST}\n"
         "  compile: ${env:LMTOOL_BEST}\n  eval_every: ${train.max_steps}\n"
         "model:\n  config: {n_layer: '${env:LMTOOL_STEPS}'}\nrun:\n  name: r${env:LMTOOL_STEPS}\n"
     )
-    env = {"LMTOOL_STEPS": "12", "LMTOOL_LR": "3e-4", "LMTOOL_BEST": "true"}
-    result = run_cli("config", "show", str(write(tmp_path, text)), env=env)
+    for name, value in {"LMTOOL_STEPS": "12", "LMTOOL_LR": "3e-4", "LMTOOL_BEST": "true"}.items():
+        monkeypatch.setenv(name, value)
+    result = run_inproc("config", "show", str(write(tmp_path, text)))
     assert result.returncode == 0, result.stderr
     assert "max_steps: 12\n" in result.stdout and "lr: 0.0003\n" in result.stdout
     assert "keep_best: true\n" in result.stdout and "compile: true\n" in result.stdout
@@ -67,17 +74,18 @@ def test_env_interpolation_gives_numbers_and_booleans(tmp_path):
     assert "name: r12\n" in result.stdout
 
 
-def test_env_interpolation_of_a_bad_number_names_the_key(tmp_path):
+def test_env_interpolation_of_a_bad_number_names_the_key(tmp_path, monkeypatch):
     path = write(tmp_path, "train:\n  max_steps: ${env:LMTOOL_STEPS}\n")
-    result = run_cli("config", "validate", str(path), env={"LMTOOL_STEPS": "many"})
+    monkeypatch.setenv("LMTOOL_STEPS", "many")
+    result = run_inproc("config", "validate", str(path))
     assert_usage_error(result, "train.max_steps", "integer", "c.yaml:2")
 
 
 def test_source_file_is_not_a_config_key(tmp_path):
     assert_usage_error(
-        run_cli("config", "validate", str(write(tmp_path, "source_file: x.yaml\n"))), "source_file"
+        run_inproc("config", "validate", str(write(tmp_path, "source_file: x.yaml\n"))), "source_file"
     )
-    assert "source_file" not in run_cli("config", "schema").stdout
+    assert "source_file" not in run_inproc("config", "schema").stdout
 
 
 def test_an_empty_environment_variable_is_named(monkeypatch):

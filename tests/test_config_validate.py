@@ -9,7 +9,8 @@ import pytest
 from lmtool.config import load_config
 from lmtool.errors import ConfigError
 from lmtool.validate import validate
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import assert_usage_error
+from tests.eval_fixtures import run_inproc
 
 
 def tiny(tmp_path: Path, extra: str = "") -> Path:
@@ -25,7 +26,7 @@ def tiny(tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_global_batch_not_a_multiple_of_the_micro_batch_exits_2(tmp_path):
-    result = run_cli("config", "validate", str(tiny(tmp_path)), "--set", "train.global_batch_size=10")
+    result = run_inproc("config", "validate", str(tiny(tmp_path)), "--set", "train.global_batch_size=10")
     assert_usage_error(result, "train.global_batch_size", "multiple of batch_size x processes = 4 x 1")
 
 

@@ -18,6 +18,7 @@ from lmtool.train import checkpoint
 from lmtool.train.engine import Trainer
 from lmtool.train.plan import trainable_parameters
 from tests.conftest import ROOT, SHARED_DATA, assert_usage_error, run_cli
+from tests.eval_fixtures import run_inproc
 
 peft = pytest.importorskip("peft", reason="the dev extra installs peft (lmtool[lora])")
 
@@ -305,7 +306,7 @@ def test_without_peft_a_lora_config_exits_2_saying_how_to_install(setup, tmp_pat
 @pytest.mark.slow
 def test_target_modules_the_model_lacks_exit_2_listing_some_it_has(setup, tmp_path):
     config = write_config(setup, tmp_path, {**LORA, "target_modules": ["q_proj", "v_proj"]})
-    result = run_cli("finetune", str(config), env={"OMP_NUM_THREADS": "1"})
+    result = run_inproc("finetune", str(config))  # in-process, on one thread (pytestmark)
     assert_usage_error(result, "finetune.lora.target_modules", "q_proj, v_proj", "query", "dense")
 
 
@@ -315,6 +316,6 @@ def test_lora_with_fsdp_exits_2_before_any_preprocessing(setup, tmp_path):
     raw = json.loads(config.read_text())
     raw["data"]["processed_dir"] = str(tmp_path / "processed")
     config.write_text(json.dumps(raw))
-    assert_usage_error(run_cli("finetune", str(config), env={"OMP_NUM_THREADS": "1"}),
+    assert_usage_error(run_inproc("finetune", str(config)),
                        "train.distributed.strategy", "finetune.lora")  # fmt: skip
     assert not (tmp_path / "processed").exists() and not (tmp_path / "run").exists()

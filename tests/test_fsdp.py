@@ -20,6 +20,7 @@ from lmtool.recipes.pretrain import run_pretrain
 from lmtool.train import checkpoint
 from tests.conftest import ROOT, TORCHRUN, Result, assert_usage_error, run_cli, run_torchrun
 from tests.engine_fixtures import make_processed_dir, read_metrics, tiny_config
+from tests.eval_fixtures import run_inproc
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # Accumulation (global batch 8 = 2 ranks x 2 x 2 micro-steps) and clipping that bites (norms are ~1.5).
@@ -245,7 +246,7 @@ def test_finetune_under_fsdp_runs_two_ranks_to_a_plain_final_model(tmp_path):
 
 def test_async_checkpoint_without_fsdp_is_refused(tmp_path, clm_data):
     config = tiny_config(tmp_path, clm_data, max_steps=2, async_checkpoint=True)
-    assert_usage_error(run_cli("pretrain", str(config), env=ONE_THREAD), "train.async_checkpoint", "fsdp")
+    assert_usage_error(run_inproc("pretrain", str(config)), "train.async_checkpoint", "fsdp")
 
 
 def test_one_process_fsdp_writes_sharded_checkpoints_that_inference_refuses_pointing_to_final(
@@ -257,7 +258,7 @@ def test_one_process_fsdp_writes_sharded_checkpoints_that_inference_refuses_poin
     assert (saved / "sharded" / ".metadata").is_file() and checkpoint.verify(saved) is None
     assert "sharded/.metadata" in json.loads((saved / checkpoint.MANIFEST).read_text())["files"]
     for command in (["generate", "--model", str(saved)], ["predict", "--model", str(saved)]):
-        assert_usage_error(run_cli(*command, input="w1 w2\n"), "sharded", "final/")
+        assert_usage_error(run_inproc(*command, input="w1 w2\n"), "sharded", "final/")
 
 
 def test_shard_units_are_the_blocks_except_those_holding_a_tied_weight_and_fp16_is_refused():

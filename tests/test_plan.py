@@ -18,6 +18,7 @@ from lmtool.planning.memory import layer_activation_bytes, memory_per_gpu
 from lmtool.planning.model import model_shape
 
 from .conftest import ROOT, assert_usage_error, run_cli
+from .eval_fixtures import run_inproc
 
 GPT2 = ROOT / "configs" / "gpt2-124m.yaml"
 BERT = ROOT / "configs" / "bert-base.yaml"
@@ -167,7 +168,7 @@ def test_no_checkpoint_within_the_slurm_time_limit_warns(monkeypatch):
     )
     assert any("no checkpoint within the time limit" in w for w in warned["warnings"]), warned["warnings"]
     monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(time.time()) + 3600))
-    result = run_cli("plan", str(GPT2), "--set", "train.save_every=50000", "--format", "json")
+    result = run_inproc("plan", str(GPT2), "--set", "train.save_every=50000", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert any("SLURM_JOB_END_TIME" in w for w in json.loads(result.stdout)["warnings"])
 
@@ -198,7 +199,7 @@ def test_cli_prints_json_when_piped_and_a_table_when_asked():
 
 
 def test_cli_rejects_an_unknown_gpu():
-    assert_usage_error(run_cli("plan", str(BERT), "--gpu", "h900"), "--gpu must be one of")
+    assert_usage_error(run_inproc("plan", str(BERT), "--gpu", "h900"), "--gpu must be one of")
 
 
 def test_init_from_is_counted_from_its_config(tmp_path):
@@ -281,7 +282,7 @@ def test_a_block_longer_than_the_positions_is_refused_and_an_lstm_is_flagged():
 def test_a_local_tokenizer_sets_the_vocabulary(shared_data, tmp_path):
     shape = model_shape(load_config(GPT2, [f"tokenizer.path={shared_data / 'gpt2-tokenizer'}"]))
     assert shape.vocab == 50304 and shape.vocab_source.endswith("gpt2-tokenizer")
-    result = run_cli("plan", str(GPT2), "--set", f"tokenizer.path={tmp_path}")
+    result = run_inproc("plan", str(GPT2), "--set", f"tokenizer.path={tmp_path}")
     assert_usage_error(result, "not a usable tokenizer directory")
 
 

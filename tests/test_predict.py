@@ -35,18 +35,25 @@ def tagger_dir(tmp_path_factory):
     vocab = sorted(set(WORDS))
     gen = torch.Generator().manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        sentences = [[vocab[i] for i in torch.randint(len(vocab), (12,), generator=gen)] for _ in range(16)]
-        enc = tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="pt")
-        labels = torch.full_like(enc["input_ids"], -100)
-        for row, words in enumerate(sentences):
-            for pos, word in enumerate(enc.word_ids(row)):
-                if word is not None:
-                    labels[row, pos] = LABELS.index(TAGS.get(words[word], "O"))
-        loss = model(**enc, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: one thread is faster, and the other xdist worker keeps its core
+    try:
+        for _ in range(150):
+            sentences = [
+                [vocab[i] for i in torch.randint(len(vocab), (12,), generator=gen)] for _ in range(16)
+            ]
+            enc = tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="pt")
+            labels = torch.full_like(enc["input_ids"], -100)
+            for row, words in enumerate(sentences):
+                for pos, word in enumerate(enc.word_ids(row)):
+                    if word is not None:
+                        labels[row, pos] = LABELS.index(TAGS.get(words[word], "O"))
+            loss = model(**enc, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("ner")
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)

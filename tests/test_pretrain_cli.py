@@ -62,7 +62,11 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: fl
     while time.monotonic() < deadline:
         assert proc.poll() is None, "training ended before it could be interrupted"
         if metrics.exists():
-            lines = metrics.read_text().splitlines()
+            # Only the file's tail: reading all of it 100 times a second took a core from the run it polls.
+            with metrics.open("rb") as f:
+                start = max(0, f.seek(0, os.SEEK_END) - 4096)
+                f.seek(start)
+                lines = f.read().decode().splitlines()[1 if start else 0 :]
             steps = [json.loads(line)["step"] for line in lines[-3:] if line.endswith("}")]
             if steps and max(steps) >= step:
                 return max(steps)

@@ -14,7 +14,8 @@ from lmtool.data.sft_data import IGNORE, SftExample, chat_segments, encode_sft
 from lmtool.data.sft_pack import pack_bins, pack_dataset
 from lmtool.errors import LmtoolError
 from lmtool.tasks.sft import SftTask
-from tests.conftest import assert_usage_error, run_cli
+from tests.conftest import assert_usage_error
+from tests.eval_fixtures import run_inproc
 from tests.sft_fixtures import reversal_rows, tiny_gpt2, word_tokenizer, write_jsonl
 
 TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
@@ -149,7 +150,7 @@ def test_packed_and_unpacked_training_give_the_same_loss_and_gradients(tmp_path,
 
 
 def _generate(model: Path, prompts: Path) -> list[str]:
-    result = run_cli(
+    result = run_inproc(
         "generate", "-m", str(model), "-f", str(prompts), "--greedy", "-n", "6", "--format", "jsonl"
     )
     assert result.returncode == 0, result.stderr
@@ -173,8 +174,8 @@ def test_sft_teaches_a_tiny_gpt2_to_answer_held_out_prompts(tmp_path):
         "finetune: {task: sft, max_length: 64}\n"
         "train: {lr: 3.0e-3, batch_size: 8, epochs: 10, precision: fp32}\n"
     )
-    for command in ("preprocess", "finetune"):
-        result = run_cli(command, str(config))
+    for command in ("preprocess", "finetune"):  # in-process: the CLI's own behaviour is tested elsewhere
+        result = run_inproc(command, str(config))
         assert result.returncode == 0, result.stderr
     assert "packing:" in result.stderr
     gold = [r["response"] for r in held]
@@ -199,14 +200,16 @@ def _chat_config(tmp_path: Path, rows: list[dict], chat_template: str | None) ->
 
 def test_messages_without_any_chat_template_exit_2(tmp_path):
     config = _chat_config(tmp_path, [{"messages": [{"role": "user", "content": "a"}]}], None)
-    assert_usage_error(run_cli("preprocess", str(config)), "finetune.sft.chat_template", "no chat template")
+    assert_usage_error(
+        run_inproc("preprocess", str(config)), "finetune.sft.chat_template", "no chat template"
+    )
 
 
 def test_a_role_the_chat_template_does_not_know_exits_2_naming_it_and_the_line(tmp_path):
     good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
     bad = {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}
     config = _chat_config(tmp_path, [good, good, bad], CHAT)
-    assert_usage_error(run_cli("preprocess", str(config)), "chat.jsonl line 3", "role 'robot'")
+    assert_usage_error(run_inproc("preprocess", str(config)), "chat.jsonl line 3", "role 'robot'")
 
 
 def _read(tmp_path: Path, rows: list[dict], tokenizer=None, **sft) -> list[SftExample]:
