@@ -29,6 +29,7 @@ from lmtool.data.labeled import (
     warn_mixed_labels,
 )
 from lmtool.data.labeled_rows import Example, read_examples
+from lmtool.data.manifest import write_manifest_file
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.hub import require_hub
 
@@ -176,7 +177,7 @@ def write_manifest(
         "validation_sources": [s.label for s in val_sources],
         "test_sources": [s.label for s in test_sources(config)],
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest_file(out, manifest)
 
 
 def encode_examples(

@@ -1,4 +1,4 @@
-"""manifest.json of a processed data directory, read in one place (what `lmtool preprocess` recorded:
+"""manifest.json of a processed data directory, written and read in one place (what `lmtool preprocess` recorded:
 kind, task, objective, block size, labels, tokenizer fingerprint, content key, counts)."""
 
 from __future__ import annotations
@@ -33,3 +33,9 @@ def manifest_of(path: Path) -> dict:
             f"{path / MANIFEST} cannot be read: run `lmtool preprocess --overwrite` to make it again"
         )
     return manifest
+
+
+def write_manifest_file(path: Path, manifest: dict) -> None:
+    """Write the manifest into processed directory `path` (still preprocess's work directory: the whole
+    directory appears at once when the build is done)."""
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

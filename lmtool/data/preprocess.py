@@ -41,6 +41,7 @@ from lmtool.data.documents import (
 from lmtool.data.encode import choose_encoder, encoded_batches
 from lmtool.data.identity import tokenizer_identity
 from lmtool.data.interrupts import stop_raises
+from lmtool.data.manifest import write_manifest_file
 from lmtool.data.pack import BlockWriter, Packer, id_dtype
 from lmtool.data.partial import partial_prefix, remove_stale
 from lmtool.data.reuse import link_same_data, up_to_date
@@ -269,7 +270,7 @@ def _build(
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "tokens_per_second": round(tokens / max(timings["total"], 1e-9), 1),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest_file(out, manifest)
     train = counts["train"]
     console.info(
         f"preprocessed {train.documents} train / {counts['validation'].documents} validation documents into "
