@@ -291,3 +291,37 @@ def serve(
     limits = Limits(max_body_bytes=max_body, max_tokens=max_tokens, max_n=max_n, max_queue=max_queue)
     run_serve(model, host=host, port=port, api_key=api_key or None, device=device, precision=precision,
               limits=limits, max_batch=max_batch, window_ms=batch_window_ms)  # fmt: skip
+
+
+@app.command("export")
+def export(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model directory (e.g. runs/NAME/final).")],
+    output_format: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",
+    quantize: Annotated[
+        str | None,
+        typer.Option("--quantize", help="int8: onnxruntime dynamic quantization.", show_default=False),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", "-o", help="Output directory [default: MODEL-onnx].", show_default=False),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Labeled validation data for int8's accuracy change [default: the run's validation split].",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier export at --out.")
+    ] = False,
+) -> None:
+    """Export a classifier, tagger or causal LM to ONNX, checked against PyTorch; --quantize int8.
+
+    Example: lmtool export --model runs/sentiment/final --quantize int8 | jq .quantize.validation
+    """
+    from lmtool.export import run_export
+
+    report = run_export(model, fmt=output_format, quantize=quantize, out=out, data=data, overwrite=overwrite)
+    print(json.dumps(report, indent=2))

@@ -26,6 +26,7 @@ from lmtool.config import ConfigError
 from lmtool.errors import LmtoolError
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 from lmtool.positions import PADDING_OFFSET_TYPES, max_positions
+from lmtool.prediction.onnx_model import is_export_dir, load_onnx_model
 from lmtool.train.precision import resolve_device
 
 TASKS = {
@@ -37,7 +38,7 @@ TASKS = {
 
 @dataclass
 class Predictor:
-    model: PreTrainedModel
+    model: PreTrainedModel  # or an OnnxModel (an `lmtool export` directory), called the same way
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     task: str  # classification | token_classification | qa
@@ -64,7 +65,9 @@ def load_predictor(path: str, device: str) -> Predictor:
     """The model at `path` in eval mode on `device`; exit 2 when it is no fine-tuned classifier."""
     if not os.path.isdir(path):
         raise LmtoolError(f"model directory not found: {path}")
-    check_model_dir(path)
+    onnx = is_export_dir(path)
+    if not onnx:
+        check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -91,18 +94,25 @@ def load_predictor(path: str, device: str) -> Predictor:
         dev = resolve_device(device)
     except ConfigError as exc:
         raise LmtoolError(str(exc).replace("train.device", "--device", 1)) from None
-    try:
-        model = auto.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
-    check_vocab_fits(path, tokenizer, model)
-    model.to(dev).eval()
+    if onnx:  # an `lmtool export` directory: onnxruntime on the CPU
+        model, dev = load_onnx_model(path, config), torch.device("cpu")
+    else:
+        model = _load_torch(auto, path, tokenizer, dev)
     labels = [] if task == "qa" else [config.id2label[i] for i in sorted(config.id2label)]
     problem = {"multi_label_classification": "multi_label", "regression": "regression"}.get(
         config.problem_type or "",
         "regression" if task == "classification" and config.num_labels == 1 else "single_label",
     )
     return Predictor(model, tokenizer, dev, task, problem, labels)
+
+
+def _load_torch(auto, path: str, tokenizer: PreTrainedTokenizerBase, dev: torch.device) -> PreTrainedModel:
+    try:
+        model = auto.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
+    check_vocab_fits(path, tokenizer, model)
+    return model.to(dev).eval()
 
 
 def forward(pred: Predictor, encodings: list[dict[str, list[int]]], batch_size: int) -> list[torch.Tensor]:
