@@ -71,6 +71,19 @@ def test_classifier_export_matches_pytorch_and_predicts_the_same(classifier):
     assert_same_records(predict(out, *TEXTS), predict(model, *TEXTS))
 
 
+def test_serve_classifies_with_an_export_as_predict_does(classifier):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from starlette.testclient import TestClient
+
+    from lmtool.serve import Limits, load_server
+    from lmtool.serve.app import build_app
+
+    _, out, _ = classifier
+    http = TestClient(build_app(load_server(str(out), Limits(), None, "cpu", "fp32", 16, 5.0)))
+    got = http.post("/v1/classify", json={"input": TEXTS})
+    assert got.status_code == 200 and got.json()["data"] == predict(out, *TEXTS)
+
+
 def test_tagger_export_matches_pytorch_and_predicts_the_same(tmp_path):
     from transformers import AutoTokenizer, BertForTokenClassification
 
