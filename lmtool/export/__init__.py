@@ -8,7 +8,6 @@ replaces only a directory that `lmtool export` made (its lmtool_export.json) or 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -31,7 +30,8 @@ def run_export(model: str, *, fmt: str = "onnx", quantize: str | None = None, ou
     _require_packages()
     from lmtool.export.source import load_source
 
-    target = Path(out or f"{model.rstrip('/' + os.sep)}-onnx").expanduser()
+    here = Path(model).expanduser().resolve()
+    target = Path(out).expanduser() if out else here.with_name(f"{here.name}-onnx")
     _check_target(target, model, overwrite)
     source = load_source(model)
     started = time.perf_counter()
