@@ -52,6 +52,15 @@ def predict(texts: list[str] | None, model: str, file: str | None, **settings: A
     run_predict(model, texts or [], file, **settings)
 
 
+def export(
+    model: str, output_format: str, quantize: str | None, out: str | None, data: str | None, overwrite: bool
+) -> None:
+    from lmtool.export import run_export
+
+    report = run_export(model, fmt=output_format, quantize=quantize, out=out, data=data, overwrite=overwrite)
+    print(json.dumps(report, indent=2))
+
+
 def serve(
     model: str,
     host: str,

@@ -248,6 +248,33 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "export",
+        actions.export,
+        """Export a classifier, tagger or causal LM to ONNX, checked against PyTorch; --quantize int8.
+
+        Example: lmtool export --model runs/sentiment/final --quantize int8 | jq .quantize.validation
+        """,
+        params=(
+            MODEL.but(type=str, default=..., help="Model directory (e.g. runs/NAME/final)."),
+            option("output_format", str, "--format", default="onnx", help="onnx."),
+            option(
+                "quantize",
+                str | None,
+                "--quantize",
+                help="int8: onnxruntime dynamic quantization.",
+                show_default=False,
+            ),
+            OUT.but(type=str | None, flags=("--out", "-o"), help="Output directory [default: MODEL-onnx]."),
+            option(
+                "data",
+                str | None,
+                "--data",
+                help="Labeled validation data for int8's accuracy change [default: the run's validation split].",
+            ),
+            OVERWRITE,
+        ),
+    ),
+    Command(
         "preprocess",
         actions.preprocess,
         """Clean and tokenize the data sources into packed blocks; print the processed directory.

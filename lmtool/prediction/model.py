@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 
+import torch
 from safetensors import SafetensorError
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
 from lmtool.errors import LmtoolError, first_line
 from lmtool.model_dir import check_model_dir, check_vocab_fits
+from lmtool.prediction.onnx_model import is_export_dir, load_onnx_model
 from lmtool.runtime import resolve_device
 from lmtool.tasks.predictor import Predictor
 from lmtool.tasks.registry import spec_for_architectures
@@ -26,7 +25,9 @@ def load_predictor(path: str, device: str) -> Predictor:
     """The model at `path` in eval mode on `device`; exit 2 when it is no fine-tuned classifier."""
     if not os.path.isdir(path):
         raise LmtoolError(f"model directory not found: {path}")
-    check_model_dir(path)
+    onnx = is_export_dir(path)
+    if not onnx:
+        check_model_dir(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -49,15 +50,22 @@ def load_predictor(path: str, device: str) -> Predictor:
             f"{path}: character offsets need a fast tokenizer (tokenizer.json); this one is slow"
         )
     dev = resolve_device(device, key="--device")
-    try:
-        model = spec.head.auto.from_pretrained(path)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise LmtoolError(f"cannot load model {path}: {first_line(exc)}") from None
-    check_vocab_fits(path, tokenizer, model)
-    model.to(dev).eval()
+    if onnx:  # an `lmtool export` directory: onnxruntime on the CPU
+        model, dev = load_onnx_model(path, config), torch.device("cpu")
+    else:
+        model = _load_torch(spec.head.auto, path, tokenizer, dev)
     labels = [config.id2label[i] for i in sorted(config.id2label)] if spec.has_labels else []
     problem = {"multi_label_classification": "multi_label", "regression": "regression"}.get(
         config.problem_type or "",
         "regression" if spec.has_problem and config.num_labels == 1 else "single_label",
     )
     return Predictor(model, tokenizer, dev, spec.name, problem, labels)
+
+
+def _load_torch(auto, path: str, tokenizer: PreTrainedTokenizerBase, dev: torch.device) -> PreTrainedModel:
+    try:
+        model = auto.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise LmtoolError(f"cannot load model {path}: {first_line(exc)}") from None
+    check_vocab_fits(path, tokenizer, model)
+    return model.to(dev).eval()

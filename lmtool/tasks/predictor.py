@@ -22,7 +22,7 @@ class Item:
 
 @dataclass
 class Predictor:
-    model: PreTrainedModel
+    model: PreTrainedModel  # or an OnnxModel (an `lmtool export` directory), called the same way
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     task: str  # classification | token_classification | qa
