@@ -124,3 +124,10 @@ def finetune_config(
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def load_for_task(init_from: str, task: str, *args, **kwargs):
+    """`init_from` with the head of the fine-tune task called `task` (its spec's load_model)."""
+    from lmtool.tasks.registry import finetune_spec
+
+    return finetune_spec(task).load_model(init_from, *args, **kwargs)

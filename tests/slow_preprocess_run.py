@@ -4,7 +4,7 @@ TIMEOUT seconds, then COMMAND.
 
 `pretrain CONFIG SECONDS TIMEOUT`: `lmtool pretrain CONFIG` (under torchrun: on every rank) with every
 process group made with that timeout (what train.distributed.timeout sets).
-`processed CONFIG SECONDS TIMEOUT`: only data.processed.ensure_processed (no process group): prints the
+`processed CONFIG SECONDS TIMEOUT`: only data.processed.ensure_processed, as the launcher calls it (no process group): prints the
 directory, or `error: ...` and exit 2; each build of the data appends this pid to CONFIG.builds.
 """
 
@@ -52,9 +52,10 @@ def main(command: str, config_path: str, seconds: str, timeout: str) -> None:
         print(run_pretrain(config))
         return
     from lmtool.data.processed import ensure_processed
+    from lmtool.tasks.registry import preprocess
 
     try:
-        print(ensure_processed(config))
+        print(ensure_processed(config, preprocess))
     except LmtoolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

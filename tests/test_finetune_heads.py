@@ -7,7 +7,7 @@ import torch
 
 from lmtool.errors import LmtoolError
 from lmtool.finetune import freeze, layer_lr_scale
-from lmtool.tasks import load_for_task
+from tests.finetune_fixtures import load_for_task
 
 TINY = dict(
     num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,

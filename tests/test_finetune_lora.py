@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file
 
 from lmtool.config import ConfigError, load_config
-from lmtool.tasks import load_for_task
 from lmtool.train import checkpoint
 from lmtool.train.engine import Trainer
 from lmtool.train.plan import trainable_parameters
 from tests.conftest import ROOT, SHARED_DATA, assert_usage_error, run_cli
 from tests.eval_fixtures import run_inproc
+from tests.finetune_fixtures import load_for_task
 
 peft = pytest.importorskip("peft", reason="the dev extra installs peft (lmtool[lora])")
 

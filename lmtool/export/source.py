@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lmtool.errors import LmtoolError
+from lmtool.errors import LmtoolError, first_line
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 
 KINDS = {
@@ -54,7 +54,7 @@ def load_source(path: str) -> Source:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise LmtoolError(f"{path} is not a model directory: {_first_line(exc)}") from None
+        raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
     archs = config.architectures or []
     kind = model_kind(archs)
     if kind is None:
@@ -68,11 +68,6 @@ def load_source(path: str) -> Source:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = auto.from_pretrained(path, dtype="float32")
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        raise LmtoolError(f"cannot load model {path}: {_first_line(exc)}") from None
+        raise LmtoolError(f"cannot load model {path}: {first_line(exc)}") from None
     check_vocab_fits(path, tokenizer, model)
     return Source(path, kind, model.eval(), tokenizer)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from lmtool.errors import LmtoolError
-from lmtool.finetune.lora import ADAPTER_WEIGHTS, _first_line
+from lmtool.errors import LmtoolError, first_line
+from lmtool.finetune.lora import ADAPTER_WEIGHTS
 from lmtool.model_dir import LORA_NOTE as NOTE
 from lmtool.train.model_files import ModelFiles
 from lmtool.train.vocab_trim import save_final_model
@@ -44,7 +44,7 @@ class LoraFiles(ModelFiles):
             set_peft_model_state_dict(model, state)
         except RuntimeError as exc:  # same names, other shapes (another rank r)
             raise LmtoolError(
-                f"checkpoint {path} does not match this LoRA model: {_first_line(exc)}"
+                f"checkpoint {path} does not match this LoRA model: {first_line(exc)}"
             ) from None
 
     def export(self, model: torch.nn.Module, tokenizer, best: Path | None, directory: Path) -> None:
