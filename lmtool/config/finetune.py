@@ -122,8 +122,20 @@ class QAConfig(Section):
     )
 
 
+# Every fine-tune task: its name (a value of finetune.task) and the module under lmtool/tasks/ whose `SPEC`
+# is the task. The one line that registers a task (lmtool/tasks/registry.py imports the modules): names
+# only, so that the config imports no task and the schema still lists the choices.
+TASK_MODULES: dict[str, str] = {
+    "classification": "lmtool.tasks.classification",
+    "token_classification": "lmtool.tasks.token_classification",
+    "qa": "lmtool.tasks.qa",
+    "sft": "lmtool.tasks.sft",
+}
+TaskName = Literal[tuple(TASK_MODULES)]  # Literal["classification", "token_classification", ...]
+
+
 class FinetuneConfig(Section):
-    task: Literal["classification", "token_classification", "qa", "sft"] = Field(
+    task: TaskName = Field(
         description="classification: one label per text (or text pair); token_classification: one tag per word "
         "(NER); qa: extractive question answering (an answer span in a context); sft: causal-LM fine-tuning "
         "on responses (see sft:)."

@@ -29,7 +29,7 @@ def build(source: Source, out: Path, quantize: str | None, data: str | None) -> 
         else:
             graph = graphs.export_encoder(model, tokenizer, out / FP32_FILE)
     fp32 = open_session(out / FP32_FILE)
-    token_level = source.kind != "classification"
+    token_level = source.token_level
     if source.kind == "causal_lm":
         check = verify.check_causal(model, fp32, tokenizer, graph, max_positions(model.config))
     else:

@@ -9,30 +9,31 @@ from dataclasses import dataclass
 from lmtool.errors import LmtoolError, first_line
 from lmtool.model_dir import check_model_dir, check_vocab_fits
 
-KINDS = {
-    "ForSequenceClassification": "classification",
-    "ForTokenClassification": "token_classification",
-}
-
 
 @dataclass
 class Source:
     path: str
-    kind: str  # classification | token_classification | causal_lm
+    kind: str  # the fine-tune task's name (classification, token_classification), or causal_lm
     model: object  # a transformers PreTrainedModel
     tokenizer: object
+    token_level: bool  # logits per token (taggers, causal LMs), not per text
 
 
-def model_kind(architectures: list[str]) -> str | None:
+def exportable(architectures: list[str]) -> tuple[str, object, bool] | None:
+    """(kind, the transformers Auto class, token level) of a saved model export takes: a fine-tuned
+    classifier or tagger (its task's head, as the task registry reads it; question answering is not
+    exported) or a causal LM; None for anything else."""
+    from transformers import AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    from lmtool.tasks.registry import spec_for_architectures
+
+    spec = spec_for_architectures(architectures)
+    if spec is not None and spec.head is not None and not spec.questions:
+        return spec.name, spec.head.auto, spec.word_level
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) | {"LstmForCausalLM"}
-    for arch in architectures:
-        for suffix, kind in KINDS.items():
-            if arch.endswith(suffix):
-                return kind
-        if arch in causal:
-            return "causal_lm"
+    if spec is None and any(arch in causal for arch in architectures):
+        return "causal_lm", AutoModelForCausalLM, True
     return None
 
 
@@ -43,31 +44,24 @@ def load_source(path: str) -> Source:
     if not os.path.isdir(path):
         raise LmtoolError(f"model directory not found: {path}")
     check_model_dir(path)
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        AutoTokenizer,
-    )
+    from transformers import AutoConfig, AutoTokenizer
 
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
     archs = config.architectures or []
-    kind = model_kind(archs)
-    if kind is None:
+    found = exportable(archs)
+    if found is None:
         raise LmtoolError(
             f"{path}: lmtool export takes classifiers, taggers and causal LMs, not architecture "
             f"{', '.join(archs) or 'unknown'}"
         )
-    auto = {"classification": AutoModelForSequenceClassification,
-            "token_classification": AutoModelForTokenClassification, "causal_lm": AutoModelForCausalLM}[kind]  # fmt: skip
+    kind, auto, token_level = found
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = auto.from_pretrained(path, dtype="float32")
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise LmtoolError(f"cannot load model {path}: {first_line(exc)}") from None
     check_vocab_fits(path, tokenizer, model)
-    return Source(path, kind, model.eval(), tokenizer)
+    return Source(path, kind, model.eval(), tokenizer, token_level)

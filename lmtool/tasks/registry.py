@@ -1,24 +1,22 @@
-"""The fine-tune tasks by name: the one place that maps `finetune.task` to a task. A new task is a module
-under lmtool/tasks/ with a `SPEC` (lmtool/tasks/spec.py) and one line in FINETUNE_TASKS, plus its name in
-the schema's `finetune.task` choices (lmtool/config imports no task; a test keeps the two lists equal)."""
+"""The fine-tune tasks by name: the one place callers turn `finetune.task` into a task. A new task is a
+module under lmtool/tasks/ with a `SPEC` (lmtool/tasks/spec.py) plus one line in the config's
+TASK_MODULES (lmtool/config/finetune.py: names only, so the schema lists the choices and imports no task)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from importlib import import_module
 from pathlib import Path
 
+from lmtool.config.finetune import TASK_MODULES
 from lmtool.errors import ConfigError
-from lmtool.tasks import classification, qa, sft, token_classification
 from lmtool.tasks.spec import TaskSpec
 
 KEY = "finetune.task"
-# in this order: a saved model whose architecture matches several heads is read as the first
+# in TASK_MODULES' order: a saved model whose architecture matches several heads is read as the first
 FINETUNE_TASKS: dict[str, TaskSpec] = {
-    "classification": classification.SPEC,
-    "token_classification": token_classification.SPEC,
-    "qa": qa.SPEC,
-    "sft": sft.SPEC,
+    name: import_module(module).SPEC for name, module in TASK_MODULES.items()
 }
 
 
