@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from lmtool.errors import LmtoolError, first_line
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -83,6 +83,21 @@ def check_model_dir(path: str) -> None:
         raise LmtoolError(
             f"{path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the model's own with it"
         )
+
+
+def saved_config(path: str, *, whole: bool = True) -> PreTrainedConfig:
+    """The config of model directory `path`, read after the directory is checked (`whole`: every file,
+    see check_model_dir); exit 2 naming what is wrong."""
+    if not os.path.isdir(path):
+        raise LmtoolError(f"model directory not found: {path}")
+    if whole:
+        check_model_dir(path)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
 
 
 def check_vocab_fits(path: str, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:

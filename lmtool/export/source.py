@@ -3,11 +3,10 @@ PyTorch model in fp32 eval mode on the CPU, its tokenizer."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from lmtool.errors import LmtoolError, first_line
-from lmtool.model_dir import check_model_dir, check_vocab_fits
+from lmtool.model_dir import check_vocab_fits, saved_config
 
 
 @dataclass
@@ -39,17 +38,11 @@ def exportable(architectures: list[str]) -> tuple[str, object, bool] | None:
 
 def load_source(path: str) -> Source:
     """Exit 2 naming the problem when `path` is no model directory or not a kind export supports."""
+    from transformers import AutoTokenizer
+
     import lmtool.models  # noqa: F401  (registers lmtool's LSTM; quiets transformers' load reports)
 
-    if not os.path.isdir(path):
-        raise LmtoolError(f"model directory not found: {path}")
-    check_model_dir(path)
-    from transformers import AutoConfig, AutoTokenizer
-
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
+    config = saved_config(path)
     archs = config.architectures or []
     found = exportable(archs)
     if found is None:

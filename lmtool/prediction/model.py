@@ -6,15 +6,13 @@ task registry says whose), `id2label` and `problem_type`, all written by `save_p
 
 from __future__ import annotations
 
-import os
-
 import torch
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import lmtool.models  # noqa: F401  (its import quiets transformers' load reports)
 from lmtool.errors import LmtoolError, first_line
-from lmtool.model_dir import check_model_dir, check_vocab_fits
+from lmtool.model_dir import check_vocab_fits, saved_config
 from lmtool.prediction.onnx_model import is_export_dir, load_onnx_model
 from lmtool.runtime import resolve_device
 from lmtool.tasks.predictor import Predictor
@@ -23,15 +21,8 @@ from lmtool.tasks.registry import spec_for_architectures
 
 def load_predictor(path: str, device: str) -> Predictor:
     """The model at `path` in eval mode on `device`; exit 2 when it is no fine-tuned classifier."""
-    if not os.path.isdir(path):
-        raise LmtoolError(f"model directory not found: {path}")
     onnx = is_export_dir(path)
-    if not onnx:
-        check_model_dir(path)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise LmtoolError(f"{path} is not a model directory: {first_line(exc)}") from None
+    config = saved_config(path, whole=not onnx)
     archs = config.architectures or []
     spec = spec_for_architectures(archs)
     if spec is None:
