@@ -345,3 +345,33 @@ def test_tagger_and_qa_equal_predict(tmp_path, kind):
     assert got.status_code == 200 and got.json()["data"] == [
         json.loads(line) for line in result.stdout.splitlines()
     ]
+
+
+def test_concurrent_task_requests_share_one_forward(tmp_path):
+    """Requests waiting together are decoded in one forward; each gets its own records, as if alone."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lmtool.prediction.model import load_predictor
+    from lmtool.serve.tasks import TaskBatcher, TextsRequest
+    from tests.finetune_fixtures import save_classifier
+    from tests.test_predict import TEXTS
+
+    pred = load_predictor(str(save_classifier(tmp_path / "cls", ["neg", "pos"])), "cpu")
+    forward, calls = pred.model.forward, []
+    pred.model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    requests = [TextsRequest(input=TEXTS[i : i + 1 + i % 2]) for i in range(6)]
+
+    async def send(batcher: TaskBatcher, reqs: list[TextsRequest]) -> list[list[dict]]:
+        return await asyncio.gather(*(batcher.predict(req) for req in reqs))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        together = asyncio.run(send(TaskBatcher(pred, pool), requests))
+        assert len(calls) == 1
+        alone = [asyncio.run(send(TaskBatcher(pred, pool), [req]))[0] for req in requests]
+    assert len(calls) == 1 + len(requests)
+    for got, expected, req in zip(together, alone, requests, strict=True):
+        assert [r["text"] for r in got] == req.input == [r["text"] for r in expected]
+        assert [r["label"] for r in got] == [r["label"] for r in expected]
+        for a, b in zip(got, expected, strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)

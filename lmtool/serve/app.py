@@ -47,9 +47,13 @@ class Server:
 
     async def in_worker(self, fn, *args):
         """Run a task model call on the one task thread (the event loop stays free), within admission."""
+        return await self.admitted(asyncio.get_running_loop().run_in_executor, self.tasks, fn, *args)
+
+    async def admitted(self, start, *args):
+        """Await `start(*args)` within admission: a 429 when the server is full, before anything starts."""
         self.admission.enter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.tasks, fn, *args)
+            return await start(*args)
         finally:
             self.admission.leave()
 
@@ -108,12 +112,13 @@ def build_app(server: Server) -> FastAPI:
         from lmtool.serve import tasks
 
         pred = server.predictor
+        batcher = tasks.TaskBatcher(pred, server.tasks)
 
         @v1.post(tasks.route(pred))
         async def predict(request: Request):
             req = await read_json(request, tasks.schema(pred), server.limits.max_body_bytes)
             server.check_model(req.model)
-            return {"object": "list", "data": await server.in_worker(tasks.predict, pred, req)}
+            return {"object": "list", "data": await server.admitted(batcher.predict, req)}
     else:
 
         @v1.post("/fill-mask")
