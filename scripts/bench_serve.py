@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -45,6 +46,21 @@ def sentences(count: int) -> list[str]:
     with (SHARED_DATA / "sentiment" / "validation.csv").open(newline="") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     return [texts[i % len(texts)] for i in range(count)]
+
+
+@contextlib.contextmanager
+def stdout_on_stderr():
+    """fd 1 pointed at stderr: the tokenizer trainer (native code) prints blank lines there, and stdout
+    carries the result only."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def save_minilm_classifier(out: Path) -> Path:
@@ -120,12 +136,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
-        if model is None and args.endpoint == "classify":
-            model = str(save_minilm_classifier(Path(tmp) / "minilm"))
-        elif model is None:
+        if model is None:
             from tests.eval_fixtures import save_causal_model
 
-            model = str(save_causal_model(Path(tmp) / "gpt2"))
+            with stdout_on_stderr():
+                if args.endpoint == "classify":
+                    model = str(save_minilm_classifier(Path(tmp) / "minilm"))
+                else:
+                    model = str(save_causal_model(Path(tmp) / "gpt2"))
         port = free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "OMP_NUM_THREADS": str(args.threads)}  # fmt: skip
