@@ -375,3 +375,29 @@ def test_concurrent_task_requests_share_one_forward(tmp_path):
         assert [r["label"] for r in got] == [r["label"] for r in expected]
         for a, b in zip(got, expected, strict=True):
             assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_a_bad_task_request_fails_alone_in_its_batch(tmp_path):
+    """A batch the tagger refuses (one request has a text_pair) is redone request by request."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transformers import BertForTokenClassification
+
+    from lmtool.prediction.model import load_predictor
+    from lmtool.serve.http import ApiError
+    from lmtool.serve.tasks import TaskBatcher, TextsRequest
+    from tests.finetune_fixtures import save_classifier
+
+    model_dir = save_classifier(tmp_path / "tagger", ["O", "B-PER"], auto=BertForTokenClassification)
+    pred = load_predictor(str(model_dir), "cpu")
+    good = TextsRequest(input="the king walks")
+    bad = TextsRequest(input={"text": "the king", "text_pair": "walks"})
+
+    async def send(batcher: TaskBatcher) -> list:
+        return await asyncio.gather(*(batcher.predict(r) for r in (good, bad, good)), return_exceptions=True)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first, refused, last = asyncio.run(send(TaskBatcher(pred, pool)))
+    assert isinstance(refused, ApiError) and refused.status == 400 and "text_pair" in refused.message
+    assert first == last and first[0]["text"] == "the king walks"
