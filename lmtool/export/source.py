@@ -43,12 +43,11 @@ def load_source(path: str) -> Source:
     import lmtool.models  # noqa: F401  (registers lmtool's LSTM; quiets transformers' load reports)
 
     config = saved_config(path)
-    archs = config.architectures or []
-    found = exportable(archs)
+    found = exportable(config.architectures or [])
     if found is None:
+        names = ", ".join(config.architectures or []) or "unknown"
         raise LmtoolError(
-            f"{path}: lmtool export takes classifiers, taggers and causal LMs, not architecture "
-            f"{', '.join(archs) or 'unknown'}"
+            f"{path}: lmtool export takes classifiers, taggers and causal LMs, not architecture {names}"
         )
     kind, auto, token_level = found
     try:

@@ -106,12 +106,11 @@ def _check_other_task_head(config: PreTrainedConfig, init_from: str, head: Head,
         if name.endswith(TASK_HEAD_SUFFIXES) and not name.endswith(head.suffix)
     ]
     if other:
-        raise ConfigError(
-            "finetune.reinit_head",
-            f"{init_from} is a {other[0]}, fine-tuned for another task: task {head.task} needs a new head",
-            value=False,
-            hint="set finetune.reinit_head: true to replace it (the rest of the model is kept)",
+        problem = (
+            f"{init_from} is a {other[0]}, fine-tuned for another task: task {head.task} needs a new head"
         )
+        hint = "set finetune.reinit_head: true to replace it (the rest of the model is kept)"
+        raise ConfigError("finetune.reinit_head", problem, value=False, hint=hint)
 
 
 def checkpoint_config(init_from: str, trust_remote_code: bool) -> PreTrainedConfig:

@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.decoding import classify
 from lmtool.tasks.metrics.classification import (
     multi_label_metrics,
     regression_metrics,
@@ -191,12 +192,6 @@ def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
     build_labeled(config, train_sources, val_sources, out, scratch, key, word_level=False)
 
 
-def _decode(pred, items, batch_size: int, max_length: int, stride: int | None) -> list[dict]:
-    from lmtool.tasks.decoding.classify import classify
-
-    return classify(pred, items, batch_size, max_length)
-
-
 SPEC = TaskSpec(
     name="classification",
     head=Head("classification", AutoModelForSequenceClassification, "ForSequenceClassification"),
@@ -205,7 +200,7 @@ SPEC = TaskSpec(
     outputs=_outputs,
     has_problem=True,
     head_settings=lambda problem: {"problem_type": PROBLEM_TYPES[problem]},
-    decode=_decode,
+    decode=classify.decode,
     describe=lambda pred: f"classification ({pred.problem}) with {len(pred.labels)} labels, ",
     route="/classify",
 )

@@ -20,6 +20,7 @@ from lmtool.config.finetune import QAConfig
 from lmtool.errors import LmtoolError
 from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.decoding import answers
 from lmtool.tasks.metrics.squad import squad_v1, squad_v2
 from lmtool.tasks.padding import pad_inputs
 from lmtool.tasks.qa_postprocess import Window, best_answer
@@ -150,12 +151,6 @@ def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
     build_qa(config, train_sources, val_sources, out, scratch, key)
 
 
-def _decode(pred, items, batch_size: int, max_length: int, stride: int | None) -> list[dict]:
-    from lmtool.tasks.decoding.answers import answer, answer_stride
-
-    return answer(pred, items, batch_size, max_length, answer_stride(pred, max_length, stride))
-
-
 SPEC = TaskSpec(
     name="qa",
     head=Head("qa", AutoModelForQuestionAnswering, "ForQuestionAnswering"),
@@ -168,7 +163,7 @@ SPEC = TaskSpec(
     new_head_label="start/end",
     # saved with the model: `lmtool predict` decodes answers as the evaluator did
     saved_settings=lambda ft: {"lmtool_qa": ft.qa.model_dump()},
-    decode=_decode,
+    decode=answers.decode,
     max_length_cap=384,
     describe=lambda pred: "question answering, ",
     route="/answer",

@@ -19,6 +19,7 @@ from lmtool.data.collate import IGNORE
 from lmtool.errors import ConfigError
 from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
+from lmtool.tasks.decoding import entities
 from lmtool.tasks.metrics.ner import ner_metrics, scheme_problem
 from lmtool.tasks.padding import pad_inputs, pad_rows
 from lmtool.tasks.spec import TaskSpec
@@ -119,12 +120,6 @@ def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
     build_labeled(config, train_sources, val_sources, out, scratch, key, word_level=True)
 
 
-def _decode(pred, items, batch_size: int, max_length: int, stride: int | None) -> list[dict]:
-    from lmtool.tasks.decoding.entities import extract, window_settings
-
-    return extract(pred, items, batch_size, max_length, window_settings(pred, max_length, stride))
-
-
 SPEC = TaskSpec(
     name="token_classification",
     head=Head("token_classification", AutoModelForTokenClassification, "ForTokenClassification"),
@@ -133,7 +128,7 @@ SPEC = TaskSpec(
     outputs=lambda problem, labels: None if labels is None else len(labels),
     word_level=True,
     needs_fast_tokenizer=True,
-    decode=_decode,
+    decode=entities.decode,
     describe=lambda pred: f"token_classification (entities) with {len(pred.labels)} labels, ",
     route="/entities",
 )

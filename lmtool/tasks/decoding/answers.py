@@ -26,6 +26,13 @@ def qa_settings(pred: Predictor) -> QAConfig:
     return QAConfig.model_validate(saved) if isinstance(saved, dict) else QAConfig()
 
 
+def decode(
+    pred: Predictor, items: list[Item], batch_size: int, max_length: int, stride: int | None
+) -> list[dict]:
+    """`lmtool predict`'s records for a QA model (the task's `decode`)."""
+    return answer(pred, items, batch_size, max_length, answer_stride(pred, max_length, stride))
+
+
 def answer_stride(pred: Predictor, max_length: int, stride: int | None) -> int:
     """Context tokens shared by consecutive windows: `stride`, or the training doc_stride (at most a quarter window)."""
     overlap = min(qa_settings(pred).doc_stride, max_length // 4) if stride is None else stride

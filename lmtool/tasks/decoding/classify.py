@@ -6,6 +6,13 @@ from lmtool import console
 from lmtool.tasks.predictor import Item, Predictor, forward
 
 
+def decode(
+    pred: Predictor, items: list[Item], batch_size: int, max_length: int, stride: int | None
+) -> list[dict]:
+    """`lmtool predict`'s records for a classifier (the task's `decode`; one forward per text: no stride)."""
+    return classify(pred, items, batch_size, max_length)
+
+
 def classify(pred: Predictor, items: list[Item], batch_size: int, max_length: int) -> list[dict]:
     """One record per item: `label`, `score`, `scores` (softmax); multi-label: `labels` above 0.5 and
     `scores` (sigmoid per label); regression: `score`. Texts longer than max_length are truncated."""

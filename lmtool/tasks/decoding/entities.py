@@ -18,6 +18,13 @@ from lmtool.tasks.predictor import Item, Predictor, forward
 from lmtool.text_spans import grapheme_end
 
 
+def decode(
+    pred: Predictor, items: list[Item], batch_size: int, max_length: int, stride: int | None
+) -> list[dict]:
+    """`lmtool predict`'s records for a tagger (the task's `decode`)."""
+    return extract(pred, items, batch_size, max_length, window_settings(pred, max_length, stride))
+
+
 def window_settings(pred: Predictor, max_length: int, stride: int | None) -> int:
     """The overlap between windows: `stride`, or 32 tokens (at most half a window)."""
     room = max_length - pred.tokenizer.num_special_tokens_to_add()
