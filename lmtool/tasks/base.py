@@ -67,9 +67,7 @@ class TokenLossEvaluator:
 
     def merge(self, states: Sequence[tuple[float, int, int]]) -> None:
         for nll, count, correct in states:
-            self.nll += nll
-            self.count += count
-            self.correct += correct
+            self.nll, self.count, self.correct = self.nll + nll, self.count + count, self.correct + correct
 
     def compute(self) -> dict[str, float]:
         loss = self.nll / max(self.count, 1)

@@ -10,11 +10,13 @@ which would not add up across micro-batches); the validation loss is the same we
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
+from lmtool.data.labeled_build import build_labeled
 from lmtool.errors import ConfigError, LmtoolError
 from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
@@ -186,16 +188,10 @@ def _outputs(problem: str, labels: Sequence[str] | None) -> int | None:
     return None if labels is None else len(labels)
 
 
-def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
-    from lmtool.data.labeled_build import build_labeled
-
-    build_labeled(config, train_sources, val_sources, out, scratch, key, word_level=False)
-
-
 SPEC = TaskSpec(
     name="classification",
     head=Head("classification", AutoModelForSequenceClassification, "ForSequenceClassification"),
-    build_data=_build_data,
+    build_data=partial(build_labeled, word_level=False),
     make_task=_make_task,
     outputs=_outputs,
     has_problem=True,

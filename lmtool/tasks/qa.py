@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering
 
 from lmtool.config.finetune import QAConfig
+from lmtool.data.qa_build import build_qa
 from lmtool.errors import LmtoolError
 from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
@@ -145,16 +146,10 @@ def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) 
     return QuestionAnsweringTask(tokenizer, cfg.qa, multiple, reference)
 
 
-def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
-    from lmtool.data.qa_build import build_qa
-
-    build_qa(config, train_sources, val_sources, out, scratch, key)
-
-
 SPEC = TaskSpec(
     name="qa",
     head=Head("qa", AutoModelForQuestionAnswering, "ForQuestionAnswering"),
-    build_data=_build_data,
+    build_data=build_qa,
     make_task=_make_task,
     outputs=lambda problem, labels: 2,  # a start and an end logit per token
     needs_fast_tokenizer=True,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from lmtool.data.collate import IGNORE
+from lmtool.data.sft_build import build_sft
 from lmtool.tasks.base import TokenLossEvaluator
 from lmtool.tasks.clm import causal_nll
 from lmtool.tasks.padding import pad_inputs, pad_rows
@@ -90,12 +91,6 @@ def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) 
     return SftTask(tokenizer, multiple)
 
 
-def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
-    from lmtool.data.sft_build import build_sft
-
-    build_sft(config, train_sources, val_sources, out, scratch, key)
-
-
 def _rows(model: torch.nn.Module, ft, train, validation):
     """Packed into max_length rows when finetune.sft.packing asks and the model can isolate them."""
     from lmtool.finetune.causal import sft_rows
@@ -106,7 +101,7 @@ def _rows(model: torch.nn.Module, ft, train, validation):
 SPEC = TaskSpec(
     name="sft",
     head=None,  # the model's own LM head: nothing new
-    build_data=_build_data,
+    build_data=build_sft,
     make_task=_make_task,
     outputs=lambda problem, labels: None,
     is_causal=True,

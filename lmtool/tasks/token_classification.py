@@ -10,12 +10,14 @@ first labeled sub-token of the one window that owns it, whatever the batches or 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForTokenClassification
 
 from lmtool.data.collate import IGNORE
+from lmtool.data.labeled_build import build_labeled
 from lmtool.errors import ConfigError
 from lmtool.finetune.heads import Head
 from lmtool.tasks.base import model_inputs
@@ -114,16 +116,10 @@ def _make_task(manifest: dict, tokenizer, cfg, multiple: int | None, processed) 
     return TokenClassificationTask(tokenizer, list(manifest.get("labels") or []), cfg.tag_scheme, multiple)
 
 
-def _build_data(config, train_sources, val_sources, out, scratch, key) -> None:
-    from lmtool.data.labeled_build import build_labeled
-
-    build_labeled(config, train_sources, val_sources, out, scratch, key, word_level=True)
-
-
 SPEC = TaskSpec(
     name="token_classification",
     head=Head("token_classification", AutoModelForTokenClassification, "ForTokenClassification"),
-    build_data=_build_data,
+    build_data=partial(build_labeled, word_level=True),
     make_task=_make_task,
     outputs=lambda problem, labels: None if labels is None else len(labels),
     word_level=True,
