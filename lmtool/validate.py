@@ -16,6 +16,7 @@ from typing import Literal
 
 from lmtool.config import Config, ConfigError, looks_like_hub_id
 from lmtool.config.checks import global_batch
+from lmtool.config.finetune import TASK_MODULES
 from lmtool.positions import check_fits, model_positions
 
 Command = Literal["config", "preprocess", "pretrain", "finetune"]
@@ -90,7 +91,7 @@ def _finetune(config: Config) -> None:
     if config.finetune is None:
         raise ConfigError(
             "finetune",
-            "is missing: fine-tuning needs a finetune: section (task: classification | token_classification | qa | sft)",
+            f"is missing: fine-tuning needs a finetune: section (task: {' | '.join(TASK_MODULES)})",
             has_value=False,
         )
     if config.model.init_from is None:
