@@ -67,7 +67,8 @@ def measure(n_examples: int = 512, threads: int = 2, device_name: str | None = N
     random.Random(1).shuffle(packed)
     steps = math.ceil(len(rows) / batch_size)
     per_step = math.ceil(len(packed) / steps)
-    task = SftTask(type("Tok", (), {"pad_token_id": 0, "eos_token_id": 0})())
+    tokenizer = type("Tok", (), {"pad_token_id": 0, "eos_token_id": 0, "__len__": lambda self: vocab})()
+    task = SftTask(tokenizer)  # its loss counts len(tokenizer) vocabulary rows
     results = {}
     grouped = sorted(rows, key=lambda row: row["length"])  # lmtool's group_by_length, the other cure
     grouped_batches = [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
