@@ -51,9 +51,7 @@ def run_predict(
             f"--max-length must be at most the model's {positions} positions (got {max_length}; model {model})"
         )
     spec = finetune_spec(pred.task)
-    length = max_length or pred.default_max_length()
-    if spec.max_length_cap is not None:
-        length = max_length or min(spec.max_length_cap, length)
+    length = max_length or spec.default_max_length(pred)
     console.info(f"{spec.describe(pred)}{len(items)} inputs, max_length {length}")
     records = spec.decode(pred, items, batch_size, length, stride)
     as_text = output_format == "text" or (output_format == "auto" and stdout.isatty())

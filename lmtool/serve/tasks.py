@@ -74,9 +74,7 @@ def _items(req: TextsRequest | QuestionsRequest) -> list[Item]:
 def _decode(pred: Predictor, items: list[Item]) -> list[dict]:
     """What `lmtool predict` writes for these inputs (its default max length and stride)."""
     spec = finetune_spec(pred.task)
-    length = pred.default_max_length()
-    if spec.max_length_cap is not None:
-        length = min(spec.max_length_cap, length)
+    length = spec.default_max_length(pred)
     try:
         return spec.decode(pred, items, BATCH, length, None)
     except LmtoolError as exc:

@@ -59,6 +59,12 @@ class TaskSpec:
     describe: Callable[[Any], str] = _no_prefix  # predict's log line, before the input count
     route: str | None = None  # lmtool serve's endpoint
 
+    def default_max_length(self, pred) -> int:
+        """predict's and serve's tokens per input when none is asked for: the model's limit, within the
+        task's cap."""
+        length = pred.default_max_length()
+        return length if self.max_length_cap is None else min(self.max_length_cap, length)
+
     def check_model(
         self, init_from: str, reinit_head: bool, trust_remote_code: bool = False
     ) -> PreTrainedConfig:
