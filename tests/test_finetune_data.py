@@ -345,16 +345,19 @@ def test_cli_bad_input_exits_2_and_lm_preprocess_refuses_conll(tmp_path):
 
 
 def test_a_raw_labeled_file_encodes_against_a_models_labels(tmp_path):
-    from lmtool.config import FinetuneConfig
-    from lmtool.data.labeled_build import encode_examples, read_labeled_file
+    """What `lmtool evaluate --data file.conll` encodes (its refusal of an unknown label is in
+    test_evaluate_finetuned.py)."""
+    from lmtool.config import FinetuneConfig, SourceConfig
+    from lmtool.data import sources as src
+    from lmtool.data.labeled_build import encode_examples
+    from lmtool.data.labeled_rows import read_examples
 
     cfg = FinetuneConfig(task="token_classification")
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    examples = read_labeled_file(str(write(tmp_path / "e.conll", "John B-PER\nran O\n")), cfg, labels, True)
+    source = src.resolve(SourceConfig(path=str(write(tmp_path / "e.conll", "John B-PER\nran O\n"))), "--data")
+    examples = list(read_examples(source, cfg, "replace", tmp_path, True))
     dataset, counts = encode_examples(AutoTokenizer.from_pretrained(MODEL), examples, cfg, labels, True)
     assert dataset["labels"] == [[-100, 1, 0, -100]] and counts["windows"] == 1
-    with pytest.raises(LmtoolError, match="'B-ORG'"):
-        read_labeled_file(str(write(tmp_path / "f.conll", "IBM B-ORG\n")), cfg, labels, True)
 
 
 def test_parquet_class_label_columns_give_their_names(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from lmtool import __version__, console
@@ -195,21 +194,6 @@ def encode_examples(
     counts = {"examples": len(examples), **numbers, "labels": label_counts(examples, cfg, word_level)}
     features = datasets.Features({name: _feature(name, cfg, word_level) for name in columns})
     return datasets.Dataset.from_dict(columns, features=features), counts
-
-
-def read_labeled_file(
-    path: str, cfg: FinetuneConfig, labels: list[str], word_level: bool, key: str = "--data"
-) -> list[Example]:
-    """The examples of one raw labeled file (e.g. for `lmtool evaluate --data file.conll`), checked
-    against a fine-tuned model's labels; `key` names the file's origin in messages."""
-    from lmtool.config import SourceConfig
-
-    source = src.resolve(SourceConfig(path=path), key)
-    with tempfile.TemporaryDirectory() as cache:
-        examples = list(read_examples(source, cfg, "replace", Path(cache), word_level))
-    if word_level or cfg.problem != "regression":
-        check_labels(examples, cfg.model_copy(update={"labels": labels}), labels, "evaluation")
-    return examples
 
 
 def _identity(example: Example) -> bytes:
