@@ -35,7 +35,12 @@ def test_every_row_is_a_command_with_its_parameters_and_help():
     for row in COMMANDS:
         command = registered[row.name]
         assert [p.name for p in command.params] == [p.name for p in row.params], row.name
-        assert command.help == inspect.cleandoc(row.help)
+        assert row.help and command.help == inspect.cleandoc(row.help)  # the function's docstring
+
+
+def test_an_option_s_long_flag_is_its_name_unless_given():
+    assert option("max_new_tokens", int, "-n", help="N.").flags == ("--max-new-tokens", "-n")
+    assert option("output_format", str, "--format", help="F.").flags == ("--format",)
 
 
 @pytest.mark.parametrize("shared", [SET, OVERWRITE, CONFIG, DEVICE], ids=lambda p: p.name)
@@ -58,9 +63,7 @@ def test_a_shared_option_reads_the_same_in_every_command(shared):
 def test_settings_flags_override_the_section_after_the_sets():
     """A row's flag with a `key` becomes `--set SECTION.KEY=value`, applied after the user's --set's."""
     got = {}
-    seed = option("seed", int | None, "--seed", key="seed", help="Seed.")
-    row = Command(
-        "t", lambda cfg, **rest: got.update(cfg=cfg, rest=rest), "T.", (CONFIG, SET, seed), "generate"
-    )
+    seed = option("seed", int | None, key="seed", help="Seed.")
+    row = Command("t", lambda cfg, **rest: got.update(cfg=cfg, rest=rest), (CONFIG, SET, seed), "generate")
     invoke(row, {"config": None, "set_": ["generate.seed=1", "generate.top_k=5"], "seed": 7})
     assert (got["cfg"].generate.seed, got["cfg"].generate.top_k, got["rest"]) == (7, 5, {})

@@ -44,6 +44,10 @@ class Param:
 def option(
     name: str, type_: Any, *flags: str, help: str, default: Any = None, key: str | None = None, **extra: Any
 ) -> Param:
+    """An option whose long flag is its name with dashes (`max_length`: `--max-length`) unless `flags`
+    give one; `flags` may add short ones (`-n`)."""
+    if not any(flag.startswith("--") for flag in flags):
+        flags = (f"--{name.replace('_', '-')}", *flags)
     return Param(name, type_, flags, help, default, key, extra)
 
 
@@ -63,32 +67,19 @@ SET = option(
     help="Override a config value: key.path=value (repeatable).",
 )
 OVERWRITE = option(
-    "overwrite",
-    bool,
-    "--overwrite",
-    default=False,
-    help="Replace an existing output directory instead of refusing.",
+    "overwrite", bool, default=False, help="Replace an existing output directory instead of refusing."
 )
-DEVICE = option("device", str, "--device", default="auto", help="auto | cpu | cuda | mps.")
+DEVICE = option("device", str, default="auto", help="auto | cpu | cuda | mps.")
 # Options several commands have, whose help says what they mean there: the help here is the first
 # command's (in the table's order), `but(help=...)` gives the others theirs.
-MODEL = option("model", str | None, "--model", "-m", help="Model directory (default: the run's final/).")
+MODEL = option("model", str | None, "-m", help="Model directory (default: the run's final/).")
 MAX_LENGTH = option(
-    "max_length",
-    int | None,
-    "--max-length",
-    help="Perplexity window in tokens [default: the model's context].",
+    "max_length", int | None, help="Perplexity window in tokens [default: the model's context]."
 )
-STRIDE = option(
-    "stride", int | None, "--stride", help="Tokens the window moves each step [default: the window]."
-)
-BATCH_SIZE = option("batch_size", int | None, "--batch-size", help="Windows/sequences per forward pass.")
+STRIDE = option("stride", int | None, help="Tokens the window moves each step [default: the window].")
+BATCH_SIZE = option("batch_size", int | None, help="Windows/sequences per forward pass.")
 FILE = option(
-    "file",
-    str | None,
-    "--file",
-    "-f",
-    help='Prompts, one per line, or JSON lines {"prompt": ..., settings}.',
+    "file", str | None, "-f", help='Prompts, one per line, or JSON lines {"prompt": ..., settings}.'
 )
 FORMAT = option(
     "output_format",
@@ -97,8 +88,6 @@ FORMAT = option(
     help="auto | text | jsonl [default: text on a terminal, else jsonl].",
 )
 PRECISION = option(
-    "precision", str, "--precision", default="fp32", help="auto | fp32 | bf16 | fp16 (causal and masked LMs)."
+    "precision", str, default="fp32", help="auto | fp32 | bf16 | fp16 (causal and masked LMs)."
 )
-OUT = option(
-    "out", Path | None, "--out", help="Where to write report.md and the plots [default: the first RUN_DIR]."
-)
+OUT = option("out", Path | None, help="Where to write report.md and the plots [default: the first RUN_DIR].")

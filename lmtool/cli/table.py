@@ -19,19 +19,23 @@ from lmtool.cli.options import CONFIG, SET, Param
 
 @dataclass(frozen=True)
 class Command:
-    """One command: its name (`config show` for a subcommand), its function, parameters and help."""
+    """One command: its name (`config show` for a subcommand), its function and parameters."""
 
     name: str
     # Called with the loaded config first (`cfg`) when the command has a config, then the values of
     # its other parameters by name (not CONFIG, `--set` nor the settings: those made the config).
     run: Callable[..., object]
-    help: str
     params: tuple[Param, ...] = ()
     # The config section this command's settings live in: a parameter with a `key` overrides
     # SECTION.KEY, and an unknown option's `--set` hint looks there first.
     section: str | None = None
     # A check of the parsed values that needs neither config nor disk (raises LmtoolError).
     check: Callable[[Mapping[str, Any]], None] | None = None
+
+    @property
+    def help(self) -> str:
+        """The function's docstring: the help is written where the command's work is called."""
+        return inspect.getdoc(self.run) or ""
 
 
 def register(groups: Mapping[str, typer.Typer], commands: Iterable[Command]) -> None:

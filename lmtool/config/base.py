@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
+# A number of things (sequences, steps, tokens, workers): at least one.
+Count = Annotated[int, Field(ge=1)]
+# A random seed: any non-negative integer (numpy refuses negative ones).
+Seed = Annotated[int, Field(ge=0)]
 
 
 class Section(BaseModel):

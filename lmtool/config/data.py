@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lmtool.config.base import Section
+from lmtool.config.base import Count, Section, Seed
 
 # --------------------------------------------------------------------------- run
 
@@ -21,7 +21,7 @@ class RunConfig(Section):
     output_dir: str = Field(
         "runs/${run.name}", description="Run directory: config, metrics.jsonl, checkpoints/, final/."
     )
-    seed: int = Field(1234, ge=0, description="Seed for model init, data order, masking and dropout.")
+    seed: Seed = Field(1234, description="Seed for model init, data order, masking and dropout.")
 
 
 # --------------------------------------------------------------------------- data
@@ -90,8 +90,8 @@ class CleanConfig(Section):
     min_chars: int = Field(
         1, ge=0, description="Drop documents shorter than this many characters (after cleaning)."
     )
-    max_chars: int | None = Field(
-        None, ge=1, description="Drop documents longer than this many characters (null = no limit)."
+    max_chars: Count | None = Field(
+        None, description="Drop documents longer than this many characters (null = no limit)."
     )
     dedupe: bool = Field(True, description="Drop exact duplicate documents (by content hash).")
 
@@ -112,9 +112,8 @@ class DataConfig(Section):
         lt=1.0,
         description="Fraction of documents held out for validation when no validation_sources are given.",
     )
-    seed: int = Field(
+    seed: Seed = Field(
         1234,
-        ge=0,
         description="Seed of the validation hold-out (kept apart from run.seed, so a new training seed reuses the processed data).",
     )
     processed_dir: str = Field(
@@ -134,17 +133,16 @@ class DataConfig(Section):
     encoding_errors: Literal["replace", "skip", "fail"] = Field(
         "replace", description="Undecodable bytes: replace with U+FFFD, skip the document, or fail."
     )
-    num_proc: int | None = Field(
+    num_proc: Count | None = Field(
         None,
-        ge=1,
         description="Tokenizer worker processes, one thread each (null = one process that already spreads the batches over every core).",
     )
     streaming: bool | Literal["auto"] = Field(
         "auto",
         description="Read parquet files and hub datasets as streams instead of first converting them to Arrow (hub datasets: stream instead of download; local text/json/csv files always stream); auto = when local sources exceed streaming_threshold_mb.",
     )
-    streaming_threshold_mb: int = Field(
-        512, ge=1, description="Corpus size above which streaming: auto switches streaming on."
+    streaming_threshold_mb: Count = Field(
+        512, description="Corpus size above which streaming: auto switches streaming on."
     )
 
     @model_validator(mode="after")
@@ -164,8 +162,8 @@ class TokenizerTrainConfig(Section):
     vocab_size: int = Field(
         8192, ge=64, le=1_000_000, description="Vocabulary size including special tokens."
     )
-    min_frequency: int = Field(
-        2, ge=1, description="Minimum pair/word frequency for a merge or vocabulary entry."
+    min_frequency: Count = Field(
+        2, description="Minimum pair/word frequency for a merge or vocabulary entry."
     )
     lowercase: bool = Field(False, description="Lowercase text before WordPiece training (uncased BERT).")
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lmtool.config.base import Section
+from lmtool.config.base import Count, Section
 
 
 class ConllConfig(Section):
@@ -31,7 +31,7 @@ class ConllConfig(Section):
 class LoraConfig(Section):
     """LoRA adapters (peft, `pip install "lmtool[lora]"`): only they and the task head train and are checkpointed."""
 
-    r: int = Field(8, ge=1, description="Rank of each adapter's update matrices.")
+    r: Count = Field(8, description="Rank of each adapter's update matrices.")
     alpha: float = Field(16, gt=0, description="Scaling of the update: alpha / r.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
     target_modules: Literal["auto"] | list[str] = Field(
@@ -107,8 +107,8 @@ class QAConfig(Section):
         ge=0,
         description="Context tokens shared by consecutive windows of a context longer than max_length.",
     )
-    max_answer_length: int = Field(30, ge=1, description="Longest answer predicted, in tokens.")
-    n_best: int = Field(20, ge=1, description="Start and end positions tried per window when predicting.")
+    max_answer_length: Count = Field(30, description="Longest answer predicted, in tokens.")
+    n_best: Count = Field(20, description="Start and end positions tried per window when predicting.")
     version_2: bool = Field(
         False, description="SQuAD v2.0: questions may have no answer (predicted when the null score wins)."
     )

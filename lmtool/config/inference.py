@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lmtool.config.base import Device, Precision, Section
+from lmtool.config.base import Count, Device, Precision, Section, Seed
 
 # --------------------------------------------------------------------------- evaluate / generate
 
@@ -23,15 +23,15 @@ class EvaluateConfig(Section):
         ge=2,
         description="Window length for causal LM perplexity (null = the model's context); fine-tuned models: tokens per example of a raw labeled file.",
     )
-    stride: int | None = Field(
-        None, ge=1, description="Tokens the window moves each step (null = the window: no overlap)."
+    stride: Count | None = Field(
+        None, description="Tokens the window moves each step (null = the window: no overlap)."
     )
     documents: Literal["concatenate", "separate"] = Field(
         "concatenate", description="Score documents as one stream or each on its own."
     )
-    batch_size: int = Field(8, ge=1, description="Windows/sequences per forward pass.")
-    max_samples: int | None = Field(
-        None, ge=1, description="Evaluate at most this many documents/blocks (quick checks)."
+    batch_size: Count = Field(8, description="Windows/sequences per forward pass.")
+    max_samples: Count | None = Field(
+        None, description="Evaluate at most this many documents/blocks (quick checks)."
     )
     pseudo_perplexity: bool = Field(
         False, description="Masked LMs: also compute pseudo-perplexity (slow: one pass per token)."
@@ -39,7 +39,7 @@ class EvaluateConfig(Section):
     mask_probability: float = Field(
         0.15, gt=0.0, lt=1.0, description="Masked LMs: fraction of tokens masked for loss/accuracy."
     )
-    seed: int = Field(0, ge=0, description="Seed for the evaluation mask.")
+    seed: Seed = Field(0, description="Seed for the evaluation mask.")
     precision: Precision = Field("fp32", description="Evaluation precision.")
     device: Device = Field("auto", description="Evaluation device.")
     output: str | None = Field(
@@ -55,22 +55,20 @@ class EvaluateConfig(Section):
 
 class GenerateConfig(Section):
     model: str = Field("${run.output_dir}/final", description="Model directory to sample from.")
-    max_new_tokens: int = Field(64, ge=1, description="Tokens to generate per sample.")
+    max_new_tokens: Count = Field(64, description="Tokens to generate per sample.")
     do_sample: bool = Field(True, description="Sample (true) or decode greedily / by beam search (false).")
     temperature: float = Field(0.8, gt=0.0, description="Sampling temperature.")
-    top_k: int | None = Field(50, ge=1, description="Sample from the k most likely tokens (null = all).")
+    top_k: Count | None = Field(50, description="Sample from the k most likely tokens (null = all).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     repetition_penalty: float = Field(1.0, gt=0.0, description="Penalty for repeating tokens (1.0 = none).")
-    num_beams: int = Field(1, ge=1, description="Beam search width (1 = no beam search).")
-    num_return_sequences: int = Field(1, ge=1, description="Samples per prompt.")
+    num_beams: Count = Field(1, description="Beam search width (1 = no beam search).")
+    num_return_sequences: Count = Field(1, description="Samples per prompt.")
     stop: list[str] = Field(
         default_factory=list, description="Stop strings: output is cut before the first one."
     )
-    seed: int | None = Field(
-        None, ge=0, description="Seed; the same seed gives the same output (null = random)."
-    )
-    batch_size: int = Field(16, ge=1, description="Prompts per batch (left-padded, KV cache).")
-    fill_mask_top_k: int = Field(5, ge=1, description="Masked LMs: candidates per mask token.")
+    seed: Seed | None = Field(None, description="Seed; the same seed gives the same output (null = random).")
+    batch_size: Count = Field(16, description="Prompts per batch (left-padded, KV cache).")
+    fill_mask_top_k: Count = Field(5, description="Masked LMs: candidates per mask token.")
     mode: Literal["auto", "generate", "fill-mask"] = Field(
         "auto",
         description="generate: continue prompts (causal LMs); fill-mask: predict each mask token (masked LMs); auto: by the model type.",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lmtool.config.base import Section
+from lmtool.config.base import Count, Section
 from lmtool.config.errors import ConfigError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -35,9 +35,8 @@ class ModelConfig(Section):
         None,
         description="Start from this checkpoint (local dir or hub name) instead of building from scratch.",
     )
-    pad_vocab_multiple: int = Field(
+    pad_vocab_multiple: Count = Field(
         64,
-        ge=1,
         description="Pad the vocabulary up to a multiple of this when building from scratch (faster matmuls).",
     )
     attention: Literal["auto", "sdpa", "eager"] = Field(

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from lmtool.config.base import Device, Precision, Section
+from lmtool.config.base import Count, Device, Precision, Section
 from lmtool.config.errors import ConfigError
 
 # --------------------------------------------------------------------------- train
@@ -69,14 +69,13 @@ class DistributedConfig(Section):
 
 
 class TrainConfig(Section):
-    batch_size: int = Field(16, ge=1, description="Sequences per device per micro-step.")
-    global_batch_size: int | None = Field(
+    batch_size: Count = Field(16, description="Sequences per device per micro-step.")
+    global_batch_size: Count | None = Field(
         None,
-        ge=1,
         description="Sequences per optimizer step across all devices (gradient accumulation fills the gap). Null = batch_size x devices.",
     )
-    global_batch_tokens: int | None = Field(
-        None, ge=1, description="Alternative to global_batch_size, in tokens (rounded to whole sequences)."
+    global_batch_tokens: Count | None = Field(
+        None, description="Alternative to global_batch_size, in tokens (rounded to whole sequences)."
     )
     lr: float = Field(6e-4, gt=0.0, description="Peak learning rate.")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Floor of the schedule as a fraction of lr.")
@@ -110,8 +109,8 @@ class TrainConfig(Section):
         "auto",
         description="Causal LM losses (clm, sft) from the hidden states and the head's weight in chunks, never forming the full-vocabulary logits (liger-kernel's kernel on CUDA when the `fused` extra is installed, else chunked PyTorch); auto = on for CUDA with liger-kernel installed. Off under fsdp on several processes and for heads that are not a plain linear layer.",
     )
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    max_tokens: int | None = Field(None, ge=1, description="Stop after this many training tokens.")
+    max_steps: Count | None = Field(None, description="Stop after this many optimizer steps.")
+    max_tokens: Count | None = Field(None, description="Stop after this many training tokens.")
     epochs: float | None = Field(
         None,
         gt=0.0,
@@ -120,15 +119,15 @@ class TrainConfig(Section):
     eval_every: int = Field(
         500, ge=0, description="Evaluate on the validation split every N steps (0 = only at the end)."
     )
-    eval_batches: int | None = Field(
-        50, ge=1, description="Cap on validation batches per evaluation (null = whole split)."
+    eval_batches: Count | None = Field(
+        50, description="Cap on validation batches per evaluation (null = whole split)."
     )
-    log_every: int = Field(10, ge=1, description="Log training metrics every N steps.")
+    log_every: Count = Field(10, description="Log training metrics every N steps.")
     save_every: int = Field(
         1000, ge=0, description="Save a checkpoint every N steps (0 = only at the end and on signals)."
     )
-    keep_last: int = Field(
-        3, ge=1, description="Keep this many most recent complete checkpoints of the run's current line."
+    keep_last: Count = Field(
+        3, description="Keep this many most recent complete checkpoints of the run's current line."
     )
     keep_best: bool = Field(
         False,
@@ -143,9 +142,8 @@ class TrainConfig(Section):
         None,
         description="Whether a higher metric_for_best is better; null = false for loss, perplexity, mse and *_loss, true otherwise.",
     )
-    patience: int | None = Field(
+    patience: Count | None = Field(
         None,
-        ge=1,
         description="Stop early (checkpoint and final/ as at the end) after this many evaluations without a new best; null = never.",
     )
     final_model: Literal["last", "best"] = Field(
@@ -156,9 +154,8 @@ class TrainConfig(Section):
         "auto",
         description="auto: continue from the latest complete checkpoint in output_dir; never: start fresh; or a checkpoint path.",
     )
-    max_nonfinite: int = Field(
+    max_nonfinite: Count = Field(
         5,
-        ge=1,
         description="Stop with an error after this many non-finite losses in a row (each one skips its update).",
     )
     stop_before: Duration | None = Field(
